@@ -1,0 +1,1 @@
+"""HTTP API: management, regulator and public trace endpoints."""

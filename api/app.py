@@ -1,0 +1,56 @@
+"""The FastAPI application: routers wired in one place, one pool, one broker connection."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from agritrace import __version__
+from agritrace.api import health, problems
+from agritrace.mqtt import new_client
+from agritrace.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        open=False,
+    )
+    await pool.open(wait=False)
+    # One broker session per API process: health, gateway provisioning, notifications.
+    broker = new_client(
+        f"agritrace-api-{os.getpid()}",
+        username=settings.mqtt_admin_username,
+        password=settings.mqtt_admin_password.get_secret_value(),
+    )
+    broker.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=30)
+    broker.loop_start()
+    app.state.pool = pool
+    app.state.broker = broker
+    try:
+        yield
+    finally:
+        broker.disconnect()
+        broker.loop_stop()
+        await pool.close()
+
+
+def create_app() -> FastAPI:
+    """Builds the app with every router and the problem+json handlers."""
+    app = FastAPI(
+        title="AgriTrace",
+        version=__version__,
+        summary="Agricultural traceability: sensor readings, batches, QR trace pages, cold-chain alerts.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,33 @@
+"""The `agritrace` command: sub-commands come from the domains."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agritrace.api.cli import api_app, token_app
+from agritrace.db import migrate
+from agritrace.errors import AgriTraceError
+
+app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(api_app, name="api")
+app.add_typer(token_app, name="token")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Applies pending schema migrations."""
+    applied = migrate()
+    typer.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def main() -> None:
+    """Entry point; domain errors print one line and exit 1 instead of a traceback."""
+    try:
+        app()
+    except AgriTraceError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)

@@ -1,0 +1,83 @@
+"""The one settings object: environment variables prefixed AGRITRACE_, or the local stack's env file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that mark a secret nobody chose; refused outside local mode.
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "password", "local"})
+
+
+def _env_file() -> Path:
+    """Where `make up` writes the local stack's connection settings."""
+    explicit = os.environ.get("AGRITRACE_ENV_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path.cwd() / ".local" / "agritrace.env"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that suit the local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="AGRITRACE_", extra="ignore")
+
+    mode: Literal["local", "production"] = "local"
+
+    database_url: str = "postgresql://agritrace@127.0.0.1:55432/agritrace"
+    database_pool_min: int = Field(default=2, ge=1)
+    database_pool_max: int = Field(default=10, ge=1)
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 18830
+    # Host and port that gateways are told to use (may differ from how the server reaches the broker).
+    mqtt_public_host: str | None = None
+    mqtt_public_port: int | None = None
+    # The broker's dynamic-security admin, used to provision gateway clients.
+    mqtt_admin_username: str = "agritrace-admin"
+    mqtt_admin_password: SecretStr = SecretStr("local")
+    # The ingest workers' own broker account.
+    mqtt_ingest_username: str = "agritrace-ingest"
+    mqtt_ingest_password: SecretStr = SecretStr("local")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Base URL printed into QR codes and links ("https://trace.example.cn").
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # Pepper for API token hashes; tokens are random, so this only guards a stolen table.
+    token_pepper: SecretStr = SecretStr("local")
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_outside_local(self) -> Settings:
+        if self.mode == "local":
+            return self
+        unsafe = [
+            name
+            for name in ("mqtt_admin_password", "mqtt_ingest_password", "token_pepper")
+            if getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+        ]
+        if unsafe:
+            names = ", ".join("AGRITRACE_" + n.upper() for n in unsafe)
+            raise ValueError(f"placeholder secrets are refused in {self.mode} mode: set {names}")
+        return self
+
+    @property
+    def gateway_mqtt_host(self) -> str:
+        return self.mqtt_public_host or self.mqtt_host
+
+    @property
+    def gateway_mqtt_port(self) -> int:
+        return self.mqtt_public_port or self.mqtt_port
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Loads settings once per process (environment first, then the local env file)."""
+    env_file = _env_file()
+    return Settings(_env_file=env_file if env_file.is_file() else None)

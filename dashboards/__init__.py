@@ -1,0 +1,1 @@
+"""Supervision dashboards for Grafana, built as code."""

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Starts and stops the project's own PostgreSQL (with TimescaleDB) and Mosquitto instances,
+# on their own ports and data directories, next to whatever the system already runs.
+#   stack.sh start | stop | status | env
+# State lives in $AGRITRACE_STATE_DIR (default: .local/ in the repository).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STATE="${AGRITRACE_STATE_DIR:-$repo/.local}"
+PG_MAJOR="${PG_MAJOR:-15}"
+PG_BIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
+PG_PORT="${AGRITRACE_PG_PORT:-55432}"
+MQTT_PORT="${AGRITRACE_MQTT_PORT:-18830}"
+MQTT_BIND="${AGRITRACE_MQTT_BIND:-127.0.0.1}"
+ENV_FILE="$STATE/agritrace.env"
+DYNSEC_PLUGIN="$(ls /usr/lib/*/mosquitto_dynamic_security.so 2>/dev/null | head -n1 || true)"
+
+log() { echo "stack: $*"; }
+as_postgres() { runuser -u postgres -- "$@"; }
+random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' ; }
+
+# The services run as the postgres and mosquitto users, which must be able to reach their
+# data directories; a checkout under a private home directory falls back to /var/lib.
+data_root() {
+  mkdir -p "$STATE"
+  if [ -f "$STATE/data-root" ]; then cat "$STATE/data-root"; return; fi
+  local root="$STATE/data"
+  mkdir -p "$root" && chmod 755 "$STATE" "$root"
+  if ! runuser -u postgres -- test -x "$root" || ! runuser -u mosquitto -- test -x "$root"; then
+    root="/var/lib/agritrace/$(printf '%s' "$STATE" | sha1sum | cut -c1-12)"
+    mkdir -p "$root" && chmod 755 /var/lib/agritrace "$root"
+  fi
+  echo "$root" > "$STATE/data-root"
+  echo "$root"
+}
+
+ensure_env_file() {
+  [ -f "$ENV_FILE" ] && return
+  mkdir -p "$STATE"
+  local dbpw admpw ingpw pepper
+  dbpw="$(random_secret)"; admpw="$(random_secret)"; ingpw="$(random_secret)"; pepper="$(random_secret)"
+  (umask 077; cat > "$ENV_FILE") <<ENV
+# Written once by deploy/local/stack.sh for the local stack; never commit it.
+AGRITRACE_MODE=local
+AGRITRACE_DATABASE_URL=postgresql://agritrace:${dbpw}@127.0.0.1:${PG_PORT}/agritrace
+AGRITRACE_DATABASE_ADMIN_URL=postgresql://agritrace:${dbpw}@127.0.0.1:${PG_PORT}/postgres
+AGRITRACE_MQTT_HOST=127.0.0.1
+AGRITRACE_MQTT_PORT=${MQTT_PORT}
+AGRITRACE_MQTT_ADMIN_USERNAME=agritrace-admin
+AGRITRACE_MQTT_ADMIN_PASSWORD=${admpw}
+AGRITRACE_MQTT_INGEST_USERNAME=agritrace-ingest
+AGRITRACE_MQTT_INGEST_PASSWORD=${ingpw}
+AGRITRACE_TOKEN_PEPPER=${pepper}
+ENV
+}
+
+env_value() { grep -E "^$1=" "$ENV_FILE" | head -n1 | cut -d= -f2-; }
+
+pg_start() {
+  local root pgdata run
+  root="$(data_root)"; pgdata="$root/pg"; run="$root/pg-run"
+  mkdir -p "$run"
+  chown postgres:postgres "$run"
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $pgdata"
+    mkdir -p "$pgdata" && chown postgres:postgres "$pgdata" && chmod 700 "$pgdata"
+    as_postgres "$PG_BIN/initdb" -D "$pgdata" -U postgres --encoding=UTF8 --locale=C.UTF-8 \
+      --auth-local=peer --auth-host=scram-sha-256 >/dev/null
+    cat >> "$pgdata/postgresql.conf" <<CONF
+# --- AgriTrace local stack ---
+port = ${PG_PORT}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '${run}'
+shared_preload_libraries = 'timescaledb'
+timescaledb.telemetry_level = off
+max_connections = 200
+shared_buffers = 1GB
+work_mem = 32MB
+maintenance_work_mem = 256MB
+effective_cache_size = 4GB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+timezone = 'UTC'
+log_min_messages = warning
+CONF
+  fi
+  if ! as_postgres "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    log "starting PostgreSQL on 127.0.0.1:${PG_PORT}"
+    as_postgres "$PG_BIN/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -t 60 start >/dev/null
+  fi
+  local dbpw
+  dbpw="$(env_value AGRITRACE_DATABASE_URL | sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|')"
+  psql_admin() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$run" -p "$PG_PORT" -U postgres "$@"; }
+  # The application role owns its database and creates test databases; the extension is
+  # created in template1 by the superuser, so databases made from it already have it.
+  psql_admin -d postgres -v pw="$dbpw" <<'SQL'
+SELECT format('CREATE ROLE agritrace LOGIN CREATEDB CREATEROLE PASSWORD %L', :'pw')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agritrace') \gexec
+SELECT 'CREATE DATABASE agritrace OWNER agritrace'
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'agritrace') \gexec
+SQL
+  psql_admin -d template1 -c "CREATE EXTENSION IF NOT EXISTS timescaledb" 2>&1 | grep -v -i 'welcome\|^$\|timescale\|─\|│\|\\\\' || true
+  psql_admin -d agritrace -c "CREATE EXTENSION IF NOT EXISTS timescaledb" >/dev/null 2>&1
+}
+
+pg_stop() {
+  local root; root="$(data_root)"
+  if [ -f "$root/pg/PG_VERSION" ] && as_postgres "$PG_BIN/pg_ctl" -D "$root/pg" status >/dev/null 2>&1; then
+    log "stopping PostgreSQL"
+    as_postgres "$PG_BIN/pg_ctl" -D "$root/pg" -m fast -w stop >/dev/null
+  fi
+}
+
+mqtt_pid() {
+  local root; root="$(data_root)"
+  [ -f "$root/mosquitto/mosquitto.pid" ] || return 1
+  local pid; pid="$(cat "$root/mosquitto/mosquitto.pid")"
+  kill -0 "$pid" 2>/dev/null && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = mosquitto ] && echo "$pid"
+}
+
+mqtt_start() {
+  local root persist conf
+  root="$(data_root)"; persist="$root/mosquitto"; conf="$persist/mosquitto.conf"
+  [ -n "$DYNSEC_PLUGIN" ] || { echo "stack: mosquitto_dynamic_security.so not found" >&2; exit 1; }
+  mkdir -p "$persist"
+  sed -e "s|@MQTT_PORT@|${MQTT_PORT}|" -e "s|@MQTT_BIND@|${MQTT_BIND}|" \
+      -e "s|@PERSIST_DIR@|${persist}|g" -e "s|@DYNSEC_PLUGIN@|${DYNSEC_PLUGIN}|" \
+      -e "s|@LOG_DEST@|file ${persist}/mosquitto.log|" \
+      "$repo/deploy/mosquitto/mosquitto.conf.in" > "$conf"
+  echo "pid_file $persist/mosquitto.pid" >> "$conf"
+  echo "user mosquitto" >> "$conf"
+  if [ ! -f "$persist/dynamic-security.json" ]; then
+    log "initialising broker accounts"
+    mosquitto_ctrl dynsec init "$persist/dynamic-security.json" \
+      "$(env_value AGRITRACE_MQTT_ADMIN_USERNAME)" "$(env_value AGRITRACE_MQTT_ADMIN_PASSWORD)" >/dev/null
+  fi
+  chown -R mosquitto: "$persist"
+  if ! mqtt_pid >/dev/null; then
+    log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT}"
+    mosquitto -d -c "$conf"
+    for _ in $(seq 50); do mqtt_pid >/dev/null && break; sleep 0.1; done
+  fi
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
+}
+
+mqtt_stop() {
+  local pid
+  if pid="$(mqtt_pid)"; then
+    log "stopping Mosquitto"
+    kill "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+}
+
+case "${1:-}" in
+  start)
+    [ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+    ensure_env_file; pg_start; mqtt_start ;;
+  start-db) ensure_env_file; pg_start ;;
+  start-broker) ensure_env_file; mqtt_start ;;
+  stop) mqtt_stop; pg_stop ;;
+  stop-db) pg_stop ;;
+  stop-broker) mqtt_stop ;;
+  status)
+    root="$(data_root)"
+    as_postgres "$PG_BIN/pg_ctl" -D "$root/pg" status >/dev/null 2>&1 && echo "postgresql: running (127.0.0.1:$PG_PORT)" || echo "postgresql: stopped"
+    mqtt_pid >/dev/null && echo "mosquitto: running ($MQTT_BIND:$MQTT_PORT)" || echo "mosquitto: stopped" ;;
+  data-root) data_root ;;
+  *) echo "usage: $0 start|stop|status|start-db|stop-db|start-broker|stop-broker|data-root" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Device registry: cooperatives, gateways, sensor channels and their broker credentials."""

@@ -1,0 +1,1 @@
+"""MQTT ingest: SenML parsing, validation and batched COPY into TimescaleDB."""

@@ -1,0 +1,1 @@
+"""Trace: batches, lineage, certificates, QR codes and the consumer page."""
