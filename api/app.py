@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from agritrace import __version__
 from agritrace.api import health, problems
@@ -18,13 +19,16 @@ from agritrace.settings import get_settings
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    pool = AsyncConnectionPool(
+    # Handlers are plain `def` (run in the thread pool) so the CLI, workers and API share one
+    # set of synchronous service functions.
+    pool = ConnectionPool(
         settings.database_url,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
+        kwargs={"row_factory": dict_row},
         open=False,
     )
-    await pool.open(wait=False)
+    pool.open(wait=False)
     # One broker session per API process: health, gateway provisioning, notifications.
     broker = new_client(
         f"agritrace-api-{os.getpid()}",
@@ -40,7 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         broker.disconnect()
         broker.loop_stop()
-        await pool.close()
+        pool.close()
 
 
 def create_app() -> FastAPI:

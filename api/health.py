@@ -6,27 +6,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import ConnectionPool
+
+from agritrace.db import Conn
 
 router = APIRouter(tags=["health"])
 
 
-async def _database(pool: AsyncConnectionPool) -> dict[str, Any]:
+def _database(pool: ConnectionPool[Conn]) -> dict[str, Any]:
     try:
-        async with pool.connection(timeout=2) as conn:
-            cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
-            row = await cur.fetchone()
+        with pool.connection(timeout=2) as conn:
+            row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
     except Exception as exc:  # any failure means unhealthy; the reason is reported, not raised
         return {"ok": False, "error": type(exc).__name__}
     if row is None:
         return {"ok": False, "error": "timescaledb extension missing"}
-    return {"ok": True, "timescaledb": row[0]}
+    return {"ok": True, "timescaledb": row["extversion"]}
 
 
 @router.get("/healthz", summary="Health of the API, its database and its broker")
-async def healthz(request: Request) -> JSONResponse:
+def healthz(request: Request) -> JSONResponse:
     """200 when the database (with TimescaleDB) and the MQTT broker are reachable, else 503."""
-    database = await _database(request.app.state.pool)
+    database = _database(request.app.state.pool)
     broker = {"ok": request.app.state.broker.is_connected()}
     body = {"ok": database["ok"] and broker["ok"], "database": database, "broker": broker}
     return JSONResponse(body, status_code=200 if body["ok"] else 503)

@@ -57,3 +57,17 @@ def create(
         (hash_token(token), token[: len(TOKEN_PREFIX) + 6], role, cooperative_id, description, expires_at),
     )
     return token
+
+
+def resolve(conn: Conn, token: str) -> Principal | None:
+    """Finds the live token with this value, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = conn.execute(
+        """SELECT id, role, cooperative_id FROM api_tokens
+            WHERE token_hash = %s AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+        (hash_token(token),),
+    ).fetchone()
+    if row is None:
+        return None
+    return Principal(token_id=row["id"], role=row["role"], cooperative_id=row["cooperative_id"])

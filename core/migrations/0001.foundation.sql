@@ -32,6 +32,8 @@ CREATE TABLE channels (
     -- Newest reading by timestamp (not by arrival), kept by the ingest worker.
     last_time    timestamptz,
     last_value   double precision,
+    -- When the ingest worker last committed readings for this channel (evaluators poll this).
+    last_ingested_at timestamptz,
     UNIQUE (gateway_id, name)
 );
 
