@@ -8,6 +8,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${AGRITRACE_STATE_DIR:-$repo/.local}"
 export AGRITRACE_ENV_FILE="${AGRITRACE_ENV_FILE:-$STATE/agritrace.env}"
 BIN="$repo/.venv/bin"
+# shellcheck source=deploy/local/lib.sh
+. "$repo/deploy/local/lib.sh"
 RUN="$STATE/run"; LOGS="$STATE/log"
 API_PORT="${AGRITRACE_API_PORT:-8000}"
 INGEST_WORKERS="${AGRITRACE_INGEST_WORKERS:-2}"
@@ -18,9 +20,8 @@ start_one() {  # name, command...
   local name="$1"; shift
   if alive "$name"; then return; fi
   echo "apps: starting $name"
-  # Close inherited descriptors (a caller's pipes) so the daemon holds nothing open but its log.
-  (for fd in $(ls /proc/$BASHPID/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
-   cd "$repo" && setsid nohup "$@" >>"$LOGS/$name.log" 2>&1 < /dev/null & echo $! > "$RUN/$name.pid")
+  (cd "$repo" && close_inherited_fds && exec setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null) &
+  echo $! > "$RUN/$name.pid"
 }
 
 stop_one() {

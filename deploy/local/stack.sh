@@ -13,6 +13,8 @@ PG_PORT="${AGRITRACE_PG_PORT:-55432}"
 MQTT_PORT="${AGRITRACE_MQTT_PORT:-18830}"
 MQTT_BIND="${AGRITRACE_MQTT_BIND:-127.0.0.1}"
 ENV_FILE="$STATE/agritrace.env"
+# shellcheck source=deploy/local/lib.sh
+. "$repo/deploy/local/lib.sh"
 DYNSEC_PLUGIN="$(ls /usr/lib/*/mosquitto_dynamic_security.so 2>/dev/null | head -n1 || true)"
 
 log() { echo "stack: $*"; }
@@ -86,7 +88,8 @@ CONF
   fi
   if ! as_postgres "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
     log "starting PostgreSQL on 127.0.0.1:${PG_PORT}"
-    as_postgres "$PG_BIN/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -t 60 start >/dev/null
+    (close_inherited_fds
+     exec runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -t 60 start >/dev/null)
   fi
   local dbpw
   dbpw="$(env_value AGRITRACE_DATABASE_URL | sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|')"
@@ -137,7 +140,7 @@ mqtt_start() {
   chown -R mosquitto: "$persist"
   if ! mqtt_pid >/dev/null; then
     log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT}"
-    mosquitto -d -c "$conf"
+    (close_inherited_fds; exec mosquitto -d -c "$conf" </dev/null >/dev/null 2>&1)
     for _ in $(seq 50); do mqtt_pid >/dev/null && break; sleep 0.1; done
   fi
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
