@@ -10,6 +10,7 @@ export AGRITRACE_STATE_DIR := $(STATE)
 export AGRITRACE_ENV_FILE  := $(STATE)/agritrace.env
 PYTEST_ARGS ?=
 
+FORCE:
 .PHONY: help up down test lint typecheck pytest install system venv services migrate status reset bench
 
 help:
@@ -24,13 +25,22 @@ install: system venv
 system:
 	@bash deploy/local/install.sh
 
-# Re-installs only when pyproject.toml changes.
+# Re-installs only when pyproject.toml changes or package files are added or removed (the strict
+# editable install links each file, so a new module needs a re-install to be importable).
+PACKAGE_DIRS := $(shell sed -n 's/^"agritrace[a-z.]*" = "\(.*\)"$$/\1/p' pyproject.toml)
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.sources: FORCE
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	@find $(PACKAGE_DIRS) -type f \( -name '*.py' -o -name '*.sql' -o -name '*.html' -o -name '*.css' \
+		-o -name '*.js' -o -name '*.json' -o -name '*.yaml' -o -name '*.typed' \) | sort > $@.new
+	@cmp -s $@.new $@ && rm -f $@.new || mv $@.new $@
+$(VENV)/.installed: pyproject.toml $(VENV)/.sources
+	@echo "venv: installing the package and its dependencies into $(VENV)/"
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -U pip >$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
 	@$(BIN)/python -m pip install -q --disable-pip-version-check \
-		--config-settings editable_mode=strict -e '.[dev]'
+		--config-settings editable_mode=strict -e '.[dev]' >>$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
 	@touch $@
 
 services: install
@@ -38,6 +48,7 @@ services: install
 
 migrate: services
 	@$(BIN)/agritrace db migrate
+	@$(BIN)/agritrace broker setup
 
 up: migrate
 	@bash deploy/local/apps.sh start
@@ -65,9 +76,9 @@ lint: venv
 	@$(BIN)/ruff format --check .
 
 typecheck: venv
-	@$(BIN)/mypy core api devices ingest trace dashboards tests $(wildcard bench/*.py)
+	@$(BIN)/python deploy/local/typecheck.py
 
-pytest: services
+pytest: migrate
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test: services lint typecheck pytest

@@ -8,6 +8,7 @@ import typer
 
 from agritrace.api.cli import api_app, token_app
 from agritrace.db import migrate
+from agritrace.devices.cli import broker_app
 from agritrace.errors import AgriTraceError
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
@@ -15,6 +16,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
 app.add_typer(token_app, name="token")
+app.add_typer(broker_app, name="broker")
 
 
 @db_app.command("migrate")

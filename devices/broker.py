@@ -1,0 +1,122 @@
+"""The broker's accounts, managed through Mosquitto's dynamic-security plugin ($CONTROL topic)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from agritrace.errors import AgriTraceError
+from agritrace.mqtt import connect_blocking, new_client
+from agritrace.settings import Settings, get_settings
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
+INGEST_ROLE = "agritrace-ingest"
+# Errors that mean "already as wanted" when (re)applying the accounts idempotently.
+ALREADY = (
+    "already exists",
+    "Role already exists",
+    "Client already exists",
+    "ACL with this topic already exists",
+)
+
+
+class BrokerError(AgriTraceError):
+    status = 502
+    type_slug = "broker-error"
+    title = "The MQTT broker refused or did not answer"
+
+
+class DynamicSecurity:
+    """Sends dynamic-security commands over an admin MQTT session and waits for each answer."""
+
+    def __init__(self, client: mqtt.Client, *, timeout: float = 5.0) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._answered = threading.Event()
+        self._responses: list[dict[str, Any]] = []
+        client.message_callback_add(RESPONSE_TOPIC, self._on_response)
+        result, _mid = client.subscribe(RESPONSE_TOPIC, qos=1)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            raise BrokerError(f"cannot subscribe to {RESPONSE_TOPIC}: {mqtt.error_string(result)}")
+
+    def _on_response(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self._responses = json.loads(msg.payload).get("responses", [])
+        self._answered.set()
+
+    def run(self, *commands: dict[str, Any], tolerate: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Runs commands in one request; raises BrokerError on any error not in `tolerate`."""
+        tag = secrets.token_hex(8)
+        batch = [dict(c, correlationData=f"{tag}-{i}") for i, c in enumerate(commands)]
+        with self._lock:
+            for _attempt in range(3):  # the response subscription may not be active yet
+                self._answered.clear()
+                self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
+                if (
+                    self._answered.wait(self._timeout)
+                    and self._responses
+                    and str(self._responses[0].get("correlationData", "")).startswith(tag)
+                ):
+                    break
+            else:
+                raise BrokerError("no answer from the broker's dynamic-security plugin")
+            responses = list(self._responses)
+        for r in responses:
+            error = r.get("error")
+            if error and not any(t in error for t in tolerate):
+                raise BrokerError(f"{r.get('command')}: {error}")
+        return responses
+
+
+@contextmanager
+def admin_session(settings: Settings | None = None) -> Iterator[DynamicSecurity]:
+    """A short-lived admin session for the CLI and tests."""
+    s = settings or get_settings()
+    client = new_client(
+        f"agritrace-admin-{secrets.token_hex(4)}",
+        username=s.mqtt_admin_username,
+        password=s.mqtt_admin_password.get_secret_value(),
+    )
+    try:
+        connect_blocking(client, s)
+    except ConnectionError as exc:
+        raise BrokerError(str(exc)) from exc
+    try:
+        yield DynamicSecurity(client)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def ensure_ingest_account(dynsec: DynamicSecurity, settings: Settings) -> None:
+    """Creates or refreshes the ingest workers' account: read every gateway topic, publish alerts."""
+    acls = [
+        ("subscribePattern", "agritrace/v1/#"),
+        ("subscribePattern", "$share/+/agritrace/v1/#"),
+        ("publishClientReceive", "agritrace/v1/#"),
+        ("publishClientSend", "agritrace/v1/alerts/#"),
+    ]
+    dynsec.run({"command": "createRole", "rolename": INGEST_ROLE}, tolerate=ALREADY)
+    dynsec.run(
+        *[
+            {"command": "addRoleACL", "rolename": INGEST_ROLE, "acltype": t, "topic": topic, "allow": True}
+            for t, topic in acls
+        ],
+        tolerate=ALREADY,
+    )
+    username = settings.mqtt_ingest_username
+    password = settings.mqtt_ingest_password.get_secret_value()
+    dynsec.run({"command": "createClient", "username": username, "password": password}, tolerate=ALREADY)
+    dynsec.run(
+        {"command": "setClientPassword", "username": username, "password": password},
+        {"command": "addClientRole", "username": username, "rolename": INGEST_ROLE},
+        {"command": "enableClient", "username": username},
+        tolerate=ALREADY,
+    )
