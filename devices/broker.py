@@ -116,7 +116,14 @@ def ensure_ingest_account(dynsec: DynamicSecurity, settings: Settings) -> None:
     dynsec.run({"command": "createClient", "username": username, "password": password}, tolerate=ALREADY)
     dynsec.run(
         {"command": "setClientPassword", "username": username, "password": password},
-        {"command": "addClientRole", "username": username, "rolename": INGEST_ROLE},
         {"command": "enableClient", "username": username},
-        tolerate=ALREADY,
     )
+    # Mosquitto 2.0 answers "Internal error" when a client is given a role it already has.
+    if INGEST_ROLE not in client_roles(dynsec, username):
+        dynsec.run({"command": "addClientRole", "username": username, "rolename": INGEST_ROLE})
+
+
+def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:
+    """The roles a broker client has."""
+    (response,) = dynsec.run({"command": "getClient", "username": username})
+    return [r["rolename"] for r in response.get("data", {}).get("client", {}).get("roles", [])]
