@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from agritrace import __version__
-from agritrace.api import health, problems
+from agritrace.api import audit_router, health, problems, protection, token_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
 
@@ -57,4 +57,7 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     app.include_router(health.router)
+    protection.install(app)
+    app.include_router(token_router.router)
+    app.include_router(audit_router.router)
     return app

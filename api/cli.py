@@ -1,16 +1,28 @@
-"""CLI: serve the API, and manage API tokens."""
+"""CLI: serve the API, manage API tokens, verify the audit trail."""
 
 from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Any
 
 import typer
 import uvicorn
 
+from agritrace import audit
 from agritrace.api import tokens
 from agritrace.db import connect
 from agritrace.settings import get_settings
 
 api_app = typer.Typer(help="Serve the HTTP API.", no_args_is_help=True)
-token_app = typer.Typer(help="Create API tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
+
+
+def _cli_actor(conn: Any) -> None:
+    # Changes made from the CLI are recorded under the operator's login.
+    audit.set_actor(conn, f"cli:{getpass.getuser()}")
 
 
 @api_app.command("run")
@@ -37,8 +49,77 @@ def create_token(
     role: str = typer.Option(..., help="admin, regulator or cooperative."),
     cooperative: str = typer.Option(None, help="The cooperative a cooperative token is bound to."),
     description: str = typer.Option(None, help="What the token is for."),
+    expires: str = typer.Option(None, help="Lifetime (30d, 12h, 90m, 2w) or an ISO date; default never."),
 ) -> None:
     """Prints a new API token on one line (only its hash is stored)."""
+    expires_at = tokens.parse_expiry(expires) if expires else None
     with connect() as conn:
-        token = tokens.create(conn, role=role, cooperative=cooperative, description=description)
+        _cli_actor(conn)
+        token = tokens.create(
+            conn, role=role, cooperative=cooperative, description=description, expires_at=expires_at
+        )
     typer.echo(token)
+
+
+@token_app.command("list")
+def list_tokens(
+    include_revoked: bool = typer.Option(False, "--all", help="Also list revoked tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Lists tokens (id, prefix, role, cooperative, expiry, revocation), never their values."""
+    rows: list[dict[str, Any]] = []
+    with connect() as conn:
+        after = None
+        while True:
+            batch = tokens.list_tokens(conn, after_id=after, limit=500, include_revoked=include_revoked)
+            rows.extend(batch[:500])
+            if len(batch) <= 500:
+                break
+            after = batch[499]["id"]
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, ensure_ascii=False))
+        return
+    for r in rows:
+        state = (
+            "revoked"
+            if r["revoked_at"]
+            else f"expires {r['expires_at']:%Y-%m-%d %H:%M}"
+            if r["expires_at"]
+            else ""
+        )
+        coop = f"cooperative={r['cooperative_id']}" if r["cooperative_id"] else ""
+        typer.echo(f"{r['id']}\t{r['prefix']}…\t{r['role']}\t{coop}\t{state}\t{r['description'] or ''}")
+
+
+@token_app.command("revoke")
+def revoke_token(token_id: int = typer.Argument(..., help="The token's id (from `token list`).")) -> None:
+    """Revokes a token: it stops working at once."""
+    with connect() as conn:
+        _cli_actor(conn)
+        tokens.revoke(conn, token_id=token_id)
+    typer.echo(f"token {token_id} revoked")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Checks the hash chain and every audited row; names the first bad entry and exits 1 if any."""
+    with connect() as conn:
+        findings = audit.verify(conn)
+        top = audit.head(conn)
+    if as_json:
+        typer.echo(json.dumps({"ok": not findings, "head": top, "problems": [str(f) for f in findings]}))
+    elif findings:
+        for f in findings:
+            typer.echo(f"FAIL {f}", err=True)
+    else:
+        typer.echo(f"ok: {top['id']} entries, head {top['hash']}")
+    if findings:
+        sys.exit(1)
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Prints the newest entry's id and hash (keep a copy elsewhere to detect a rewritten tail)."""
+    with connect() as conn:
+        top = audit.head(conn)
+    typer.echo(f"{top['id']} {top['hash']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -64,6 +65,23 @@ def install(app: FastAPI) -> None:
         slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
         detail = str(exc.detail) if exc.detail else None
         return problem(exc.status_code, slug, title, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def integrity_error(_request: Request, exc: psycopg.errors.IntegrityError) -> JSONResponse:
+        # The caller's fault (a duplicate, a missing reference, a violated check); the SQL and the
+        # constraint's internals stay in the log.
+        log.info("integrity error: %s", type(exc).__name__)
+        if isinstance(exc, psycopg.errors.UniqueViolation | psycopg.errors.ExclusionViolation):
+            return problem(409, "conflict", "Conflict", "it already exists")
+        if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+            return problem(409, "conflict", "Conflict", "it refers to, or is referred to by, another record")
+        return problem(422, "invalid-input", "Invalid input", "a value is not acceptable")
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def data_error(_request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        # Out-of-range numbers, over-long strings, malformed values that validation let through.
+        log.info("data error: %s", type(exc).__name__)
+        return problem(422, "invalid-input", "Invalid input", "a value is out of range or malformed")
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

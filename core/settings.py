@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     # Pepper for API token hashes; tokens are random, so this only guards a stolen table.
     token_pepper: SecretStr = SecretStr("local")
 
+    # Unauthenticated public endpoints: rate-limited per client address (per API process) and
+    # cacheable by shared caches. Consumer page, trace JSON, GS1 Digital Link.
+    public_path_prefixes: list[str] = ["/t/", "/api/v1/trace/", "/01/"]
+    public_rate_per_minute: float = Field(default=120, gt=0)
+    public_rate_burst: int = Field(default=30, ge=1)
+    public_cache_seconds: int = Field(default=300, ge=0)
+    # Largest request body accepted (413 beyond it).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
     @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:
         if self.mode == "local":

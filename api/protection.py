@@ -1,0 +1,202 @@
+"""Protections on every response: security headers, a body-size limit, and for the public paths
+(consumer pages, trace JSON, GS1 Digital Link) per-client rate limiting and cache headers.
+
+Pure ASGI middlewares (no BaseHTTPMiddleware), installed in `api/app.py` by `install(app)`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agritrace.api.problems import problem
+from agritrace.settings import Settings, get_settings
+
+# No third-party source anywhere: pages may load only what this server serves.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# FastAPI's interactive docs (/docs, /redoc) load Swagger UI/ReDoc from a CDN with an inline
+# bootstrap script; they are operator pages, so they get their own, looser policy.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    # Codes in public URLs must not leak to other sites through the Referer header.
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_public(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a path is one of the unauthenticated public endpoints."""
+    return any(path.startswith(p) for p in prefixes)
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, and a cache policy where the route set none."""
+
+    def __init__(self, app: ASGIApp, *, public_prefixes: tuple[str, ...], public_max_age: int) -> None:
+        self.app = app
+        self.public_prefixes = public_prefixes
+        self.public_max_age = public_max_age
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        public = is_public(path, self.public_prefixes)
+        docs = path.startswith(DOCS_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("content-security-policy", DOCS_CSP if docs else CSP)
+                if "cache-control" not in headers:
+                    ok = message["status"] == 200
+                    # Public pages are the same for everyone, so shared caches may keep them a
+                    # while; everything else is per-caller and must not be stored.
+                    cacheable = public and ok
+                    headers["cache-control"] = (
+                        f"public, max-age={self.public_max_age}" if cacheable else "no-store"
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit with 413 problem+json, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        too_large = problem(
+            413, "too-large", "Request body too large", f"the limit is {self.max_bytes} bytes"
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await too_large(scope, receive, send)
+            return
+        # A chunked body has no length up front: read it (up to the limit) before the app sees it.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+@dataclass
+class TokenBucket:
+    """Per-client token buckets in this process's memory (each API process limits on its own).
+
+    `rate` tokens per second refill each bucket up to `burst`; the least recently seen clients are
+    forgotten past `max_clients`, so a flood of addresses cannot exhaust memory.
+    """
+
+    rate: float
+    burst: int
+    max_clients: int = 100_000
+    clock: Callable[[], float] = time.monotonic
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    def take(self, client: str) -> float:
+        """Takes one token; returns 0 when allowed, else the seconds until a token is available."""
+        now = self.clock()
+        tokens, last = self._buckets.pop(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class PublicRateLimit:
+    """429 with Retry-After for a client past its budget on the public paths."""
+
+    def __init__(self, app: ASGIApp, *, limiter: TokenBucket, public_prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.public_prefixes = public_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_public(scope["path"], self.public_prefixes):
+            # The peer address; behind a proxy uvicorn's --proxy-headers sets it from X-Forwarded-For
+            # (trusting only the configured proxies), so clients cannot pick their own key.
+            client = scope.get("client")
+            wait = self.limiter.take(client[0] if client else "unknown")
+            if wait > 0:
+                retry = str(max(1, math.ceil(wait)))
+                response = problem(
+                    429,
+                    "rate-limited",
+                    "Too many requests",
+                    f"try again in {retry} s",
+                    headers={"Retry-After": retry, "Cache-Control": "no-store"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def install(app: FastAPI, settings: Settings | None = None) -> None:
+    """Adds the middlewares; the limiter is `app.state.public_rate_limiter` (tests swap its clock)."""
+    settings = settings or get_settings()
+    prefixes = tuple(settings.public_path_prefixes)
+    limiter = TokenBucket(rate=settings.public_rate_per_minute / 60.0, burst=settings.public_rate_burst)
+    app.state.public_rate_limiter = limiter
+    # Added innermost first: the headers middleware wraps the 413 and 429 answers too.
+    app.add_middleware(PublicRateLimit, limiter=limiter, public_prefixes=prefixes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        SecurityHeaders, public_prefixes=prefixes, public_max_age=settings.public_cache_seconds
+    )

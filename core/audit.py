@@ -1,0 +1,113 @@
+"""The audit trail: who changed what, hash-chained in the database; verification and proofs.
+
+The log is written by the `audit_record()` trigger (migration 0002); this module reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agritrace.db import Conn
+from agritrace.errors import NotFound
+
+# Recomputes every entry's hash and its link to the entry before it, in one pass.
+_CHAIN_SQL = """
+SELECT id, table_name, row_key, action,
+       prev_hash = coalesce(lag(hash) OVER (ORDER BY id), audit_genesis()) AS linked,
+       hash = audit_entry_hash(prev_hash, table_name, row_key, action, actor, at, before, after) AS intact
+  FROM audit_log
+"""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing `verify` found wrong; `entry_id` names the audit_log row when there is one."""
+
+    problem: str
+    entry_id: int | None = None
+    table_name: str | None = None
+    row_key: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.table_name} {self.row_key}"
+        if self.entry_id is not None:
+            return f"audit_log entry {self.entry_id} ({where}, {self.problem})"
+        return f"{where}: {self.problem}"
+
+
+def set_actor(conn: Conn, actor: str) -> None:
+    """Names who is acting for the rest of this transaction (recorded by the audit trigger)."""
+    conn.execute("SELECT set_config('agritrace.actor', %s, true)", (actor,))
+
+
+def audited_tables(conn: Conn) -> list[str]:
+    """The tables with the audit trigger attached."""
+    rows = conn.execute("SELECT table_name FROM audit_tables ORDER BY table_name").fetchall()
+    return [str(r["table_name"]) for r in rows]
+
+
+def verify(conn: Conn) -> list[Finding]:
+    """Checks the chain (first broken entry) and that every audited row matches its last entry."""
+    findings: list[Finding] = []
+    bad = conn.execute(
+        f"SELECT * FROM ({_CHAIN_SQL}) c WHERE NOT (linked AND intact) ORDER BY id LIMIT 1"  # noqa: S608 - constant
+    ).fetchone()
+    if bad is not None:
+        problem = (
+            "its content does not match its hash" if not bad["intact"] else "an entry before it is missing"
+        )
+        findings.append(Finding(problem, bad["id"], bad["table_name"], bad["row_key"]))
+    for table in audited_tables(conn):
+        for row in conn.execute("SELECT row_key, problem FROM audit_drift(%s)", (table,)).fetchall():
+            findings.append(Finding(str(row["problem"]), None, table, str(row["row_key"])))
+    return findings
+
+
+def head(conn: Conn) -> dict[str, Any]:
+    """The newest entry's id and hash: publish it elsewhere to detect a rewritten or truncated tail."""
+    row = conn.execute(
+        "SELECT id, encode(hash, 'hex') AS hash FROM audit_log ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return {"id": row["id"], "hash": row["hash"]} if row else {"id": 0, "hash": "00" * 32}
+
+
+def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
+    """The cooperative an audited entity belongs to (from its recorded states), None if nobody's."""
+    row = conn.execute(
+        """SELECT CASE
+                    WHEN %(t)s = 'cooperatives' THEN %(k)s
+                    WHEN %(t)s = 'channels' THEN (SELECT g.cooperative_id::text FROM gateways g
+                                                   WHERE g.id = coalesce(l.after, l.before) ->> 'gateway_id')
+                    ELSE coalesce(l.after, l.before) ->> 'cooperative_id'
+                  END AS owner
+             FROM audit_log l WHERE l.table_name = %(t)s AND l.row_key = %(k)s
+            ORDER BY l.id DESC LIMIT 1""",
+        {"t": table, "k": key},
+    ).fetchone()
+    if row is None or row["owner"] is None or not str(row["owner"]).isdigit():
+        return None
+    return int(row["owner"])
+
+
+def history(conn: Conn, *, table: str, key: str) -> dict[str, Any]:
+    """An entity's entries with what an outsider needs to re-check each hash."""
+    if table not in audited_tables(conn):
+        raise NotFound(f"no audited table named {table!r}")
+    rows = conn.execute(
+        """SELECT l.id, l.action, l.actor, l.at, l.before, l.after,
+                  encode(l.prev_hash, 'hex') AS prev_hash, encode(l.hash, 'hex') AS hash,
+                  audit_canonical(l.table_name, l.row_key, l.action, l.actor, l.at, l.before, l.after)
+                      AS canonical,
+                  l.hash = audit_entry_hash(l.prev_hash, l.table_name, l.row_key, l.action, l.actor,
+                                            l.at, l.before, l.after)
+                  AND l.prev_hash = coalesce((SELECT p.hash FROM audit_log p WHERE p.id < l.id
+                                               ORDER BY p.id DESC LIMIT 1), audit_genesis()) AS valid
+             FROM audit_log l
+            WHERE l.table_name = %s AND l.row_key = %s
+            ORDER BY l.id""",
+        (table, key),
+    ).fetchall()
+    if not rows:
+        raise NotFound(f"no audit entries for {table} {key!r}")
+    return {"table": table, "key": key, "entries": rows, "head": head(conn)}
