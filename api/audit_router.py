@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from agritrace import audit
+from agritrace.api import problems
 from agritrace.api.deps import ConnDep, ScopeDep
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=problems.AUTH_RESPONSES)
 
 
 class AuditEntry(BaseModel):
@@ -73,7 +74,7 @@ class AuditHistory(BaseModel):
     "/{table}/{key}",
     summary="Audit history of one entity, with its hash-chain proof",
     response_model=AuditHistory,
-    responses={404: {"description": "No such audited table or entity (or another cooperative's)"}},
+    responses=problems.responses(404),
 )
 def entity_history(
     table: Annotated[str, Path(max_length=63, pattern=r"^[a-z_][a-z0-9_]*$", examples=["batches"])],

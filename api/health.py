@@ -24,7 +24,11 @@ def _database(pool: ConnectionPool[Conn]) -> dict[str, Any]:
     return {"ok": True, "timescaledb": row["extversion"]}
 
 
-@router.get("/healthz", summary="Health of the API, its database and its broker")
+@router.get(
+    "/healthz",
+    summary="Health of the API, its database and its broker",
+    responses={503: {"description": "The database or the broker is unreachable (same body, ok false)"}},
+)
 def healthz(request: Request) -> JSONResponse:
     """200 when the database (with TimescaleDB) and the MQTT broker are reachable, else 503."""
     database = _database(request.app.state.pool)

@@ -9,6 +9,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agritrace.errors import AgriTraceError
@@ -33,6 +34,55 @@ def problem(
     body.update(extra)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: `type` is stable per kind of error, `detail` says what happened."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": PROBLEM_BASE + "not-found",
+                    "title": "Not found",
+                    "status": 404,
+                    "detail": "no such audited entity",
+                }
+            ]
+        },
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+
+
+_DESCRIPTIONS = {
+    401: "Missing, unknown, expired or revoked bearer token",
+    403: "The token's role may not do this",
+    404: "Not found (also: another cooperative's object)",
+    409: "Conflicts with existing data",
+    413: "Request body too large",
+    422: "Invalid input",
+    429: "Too many requests (see Retry-After)",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these problem statuses (for a router or a route)."""
+    return {
+        s: {
+            "description": _DESCRIPTIONS.get(s, "Error"),
+            "model": Problem,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }
+
+
+# What every authenticated route can answer besides its success.
+AUTH_RESPONSES = responses(401, 403, 422)
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agritrace.api import tokens
+from agritrace.api import problems, tokens
 from agritrace.api.deps import AdminDep, ConnDep
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, page
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=problems.AUTH_RESPONSES)
 
 _EXAMPLE: dict[str, Any] = {
     "id": 7,
@@ -54,6 +54,8 @@ class TokenCreate(BaseModel):
             raise ValueError("a cooperative token needs `cooperative`, and only it does")
         if self.expires_at is not None and self.expires_at.tzinfo is None:
             raise ValueError("expires_at needs a time zone (e.g. Z)")
+        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future")
         return self
 
 
@@ -85,6 +87,7 @@ class TokenCreated(TokenOut):
     status_code=status.HTTP_201_CREATED,
     summary="Create an API token (admin)",
     response_model=TokenCreated,
+    responses=problems.responses(404, 413),
 )
 def create_token(body: TokenCreate, conn: ConnDep, _admin: AdminDep) -> dict[str, Any]:
     """Returns the token once; only its keyed hash is stored."""
@@ -117,7 +120,7 @@ def list_tokens(
     "/{token_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke an API token (admin)",
-    responses={404: {"description": "No such token"}},
+    responses=problems.responses(404),
 )
 def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**63 - 1)], conn: ConnDep, _admin: AdminDep) -> None:
     """The token stops working at once; revoking twice is harmless."""

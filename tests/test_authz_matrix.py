@@ -1,0 +1,195 @@
+"""Role x endpoint matrix: every route of the app, called as every kind of caller, answers exactly
+the expected status. A route without an entry in CASES fails `test_every_route_has_a_matrix_entry`.
+
+Adding an endpoint = one line in CASES:
+    Case("GET", "/api/v1/gateways/{gateway_id}/latest", lambda t: f"/api/v1/gateways/{t.gateway_id}/latest",
+         tenant_read()),
+where the lambda builds the URL for an object owned by tenant `t` (the caller's own cooperative for
+`own`, admin and regulator; the other cooperative for `other`). If the route needs a kind of object
+the Tenant does not have yet (a batch, a code), add a field to Tenant and create it in make_tenant.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from agritrace.api import tokens
+from agritrace.api.app import create_app
+from agritrace.db import Conn
+
+PERSONAS = ("none", "expired", "revoked", "regulator", "own", "other", "admin")
+
+
+@dataclass
+class Tenant:
+    """One cooperative's objects, as the matrix needs them."""
+
+    cooperative_id: int
+    cooperative: str
+    gateway_id: str
+    channel_id: int
+    token_id: int  # a token of this cooperative (something an admin may revoke)
+
+
+@dataclass
+class World:
+    a: Tenant
+    b: Tenant
+    bearer: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    url: Callable[[Tenant], str]
+    expect: dict[str, int]
+    body: Callable[[Tenant], Any] | None = field(default=None)
+
+
+def public(status: int = 200) -> dict[str, int]:
+    """Anyone, with or without a token (a bad token is ignored, not refused)."""
+    return dict.fromkeys(PERSONAS, status)
+
+
+def authed(*, admin: int, regulator: int, own: int, other: int) -> dict[str, int]:
+    """A route behind a bearer token: no, expired or revoked token is a 401."""
+    return {
+        "none": 401,
+        "expired": 401,
+        "revoked": 401,
+        "admin": admin,
+        "regulator": regulator,
+        "own": own,
+        "other": other,
+    }
+
+
+def admin_only(ok: int = 200) -> dict[str, int]:
+    return authed(admin=ok, regulator=403, own=403, other=403)
+
+
+def staff_only(ok: int = 200) -> dict[str, int]:
+    """Admin and regulator (read everything); cooperatives refused by role."""
+    return authed(admin=ok, regulator=ok, own=403, other=403)
+
+
+def tenant_read(ok: int = 200) -> dict[str, int]:
+    """Everyone with a token may read their own; another cooperative's object is a 404."""
+    return authed(admin=ok, regulator=ok, own=ok, other=404)
+
+
+def tenant_write(ok: int = 200) -> dict[str, int]:
+    """Admin and the owning cooperative may change it; regulators may not; others see 404."""
+    return authed(admin=ok, regulator=403, own=ok, other=404)
+
+
+CASES: list[Case] = [
+    Case("GET", "/healthz", lambda t: "/healthz", public()),
+    Case("GET", "/openapi.json", lambda t: "/openapi.json", public()),
+    Case("GET", "/docs", lambda t: "/docs", public()),
+    Case("GET", "/docs/oauth2-redirect", lambda t: "/docs/oauth2-redirect", public()),
+    Case("GET", "/redoc", lambda t: "/redoc", public()),
+    Case(
+        "POST", "/api/v1/tokens", lambda t: "/api/v1/tokens", admin_only(201), lambda t: {"role": "regulator"}
+    ),
+    Case("GET", "/api/v1/tokens", lambda t: "/api/v1/tokens", admin_only()),
+    Case("DELETE", "/api/v1/tokens/{token_id}", lambda t: f"/api/v1/tokens/{t.token_id}", admin_only(204)),
+    Case(
+        "GET",
+        "/api/v1/audit/{table}/{key}",
+        lambda t: f"/api/v1/audit/gateways/{t.gateway_id}",
+        tenant_read(),
+    ),
+]
+
+
+def make_tenant(conn: Conn) -> Tenant:
+    name = f"coop-{secrets.token_hex(4)}"
+    coop = conn.execute("INSERT INTO cooperatives (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+    assert coop is not None
+    gw = f"gw-{secrets.token_hex(4)}"
+    conn.execute("INSERT INTO gateways (id, cooperative_id) VALUES (%s, %s)", (gw, coop["id"]))
+    ch = conn.execute(
+        "INSERT INTO channels (gateway_id, name, unit) VALUES (%s, 'coldroom/temp', 'Cel') RETURNING id",
+        (gw,),
+    ).fetchone()
+    assert ch is not None
+    tok = tokens.issue(conn, role="cooperative", cooperative=name)
+    return Tenant(coop["id"], name, gw, ch["id"], tok["id"])
+
+
+def make_world(conn: Conn) -> World:
+    a, b = make_tenant(conn), make_tenant(conn)
+    revoked = tokens.issue(conn, role="admin")
+    tokens.revoke(conn, token_id=revoked["id"])
+    # Admin role for the expired and revoked tokens: a 401 then cannot be mistaken for a role's 403.
+    expired = tokens.create(conn, role="admin", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    own = tokens.create(conn, role="cooperative", cooperative=a.cooperative)
+    return World(
+        a,
+        b,
+        {
+            "none": None,
+            "expired": expired,
+            "revoked": str(revoked["token"]),
+            "regulator": tokens.create(conn, role="regulator"),
+            "own": own,
+            "other": own,  # the same cooperative A token, aimed at B's object
+            "admin": tokens.create(conn, role="admin"),
+        },
+    )
+
+
+def route_keys(routes: list[Any]) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    # iter_route_contexts flattens included routers (FastAPI keeps them nested in app.routes).
+    for r in iter_route_contexts(routes):
+        methods = getattr(r, "methods", None) or ()
+        keys |= {(str(m), str(r.path)) for m in methods if m != "HEAD"}
+    return keys
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app()) as c:
+        for _ in range(100):  # the broker session connects in the background; /healthz waits for it
+            if c.app.state.broker.is_connected():  # type: ignore[attr-defined]
+                break
+            time.sleep(0.05)
+        yield c
+
+
+def test_every_route_has_a_matrix_entry(client: TestClient) -> None:
+    have = {(c.method, c.path) for c in CASES}
+    routes = route_keys(client.app.routes)  # type: ignore[attr-defined]
+    missing = sorted(routes - have)
+    stale = sorted(have - routes)
+    assert not missing, f"routes without an authz matrix entry (add a Case to CASES): {missing}"
+    assert not stale, f"matrix entries for routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+def test_route_answers_each_caller_with_the_expected_status(
+    client: TestClient, conn: Conn, case: Case, persona: str
+) -> None:
+    world = make_world(conn)
+    owner = world.b if persona == "other" else world.a
+    token = world.bearer[persona]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = client.request(
+        case.method, case.url(owner), headers=headers, json=case.body(owner) if case.body else None
+    )
+    assert resp.status_code == case.expect[persona], (persona, resp.text[:300])
+    if resp.status_code >= 400:
+        assert resp.headers["content-type"] == "application/problem+json"
