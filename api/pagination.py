@@ -48,8 +48,9 @@ def encode_cursor(key: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_cursor(cursor: str | None, *, arity: int = 1) -> list[Any] | None:
-    """The sort key a cursor stands for (None for the first page); a malformed cursor is a 422."""
+def decode_cursor(cursor: str | None, *, types: tuple[type, ...] = (int,)) -> list[Any] | None:
+    """The sort key a cursor stands for (None for the first page), one value of each of `types`
+    (int or str); a malformed or foreign cursor is a 422, never a 500."""
     if cursor is None:
         return None
     try:
@@ -57,7 +58,12 @@ def decode_cursor(cursor: str | None, *, arity: int = 1) -> list[Any] | None:
         key = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidInput("the cursor is not one this API issued") from None
-    if not isinstance(key, list) or len(key) != arity or not all(isinstance(k, int | str) for k in key):
+    if (
+        not isinstance(key, list)
+        or len(key) != len(types)
+        or not all(isinstance(k, t) and not isinstance(k, bool) for k, t in zip(key, types, strict=True))
+        or any(isinstance(k, int) and abs(k) >= 2**63 for k in key)
+    ):
         raise InvalidInput("the cursor is not one this API issued")
     return key
 
