@@ -59,6 +59,7 @@ class Problem(BaseModel):
 
 
 _DESCRIPTIONS = {
+    400: "Malformed request (the body is not valid JSON)",
     401: "Missing, unknown, expired or revoked bearer token",
     403: "The token's role may not do this",
     404: "Not found (also: another cooperative's object)",

@@ -87,7 +87,7 @@ class TokenCreated(TokenOut):
     status_code=status.HTTP_201_CREATED,
     summary="Create an API token (admin)",
     response_model=TokenCreated,
-    responses=problems.responses(404, 413),
+    responses=problems.responses(400, 404, 413),
 )
 def create_token(body: TokenCreate, conn: ConnDep, _admin: AdminDep) -> dict[str, Any]:
     """Returns the token once; only its keyed hash is stored."""
