@@ -193,3 +193,10 @@ def test_route_answers_each_caller_with_the_expected_status(
     assert resp.status_code == case.expect[persona], (persona, resp.text[:300])
     if resp.status_code >= 400:
         assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_no_route_lets_a_cooperative_reach_another_cooperatives_object() -> None:
+    for case in CASES:
+        if case.expect == public(case.expect["admin"]):
+            continue  # public pages show the same to everyone
+        assert not 200 <= case.expect["other"] < 300, f"{case.method} {case.path} admits another cooperative"
