@@ -27,7 +27,21 @@ def _database(pool: ConnectionPool[Conn]) -> dict[str, Any]:
 @router.get(
     "/healthz",
     summary="Health of the API, its database and its broker",
-    responses={503: {"description": "The database or the broker is unreachable (same body, ok false)"}},
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "ok": True,
+                        "database": {"ok": True, "timescaledb": "2.19.3"},
+                        "broker": {"ok": True},
+                    }
+                }
+            }
+        },
+        503: {"description": "The database or the broker is unreachable (same body, ok false)"},
+    },
+    openapi_extra={"security": []},  # public: load balancers and monitors call it without a token
 )
 def healthz(request: Request) -> JSONResponse:
     """200 when the database (with TimescaleDB) and the MQTT broker are reachable, else 503."""

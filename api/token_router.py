@@ -100,7 +100,14 @@ def create_token(body: TokenCreate, conn: ConnDep, _admin: AdminDep) -> dict[str
     )
 
 
-@router.get("", summary="List API tokens (admin)", response_model=Page[TokenOut])
+@router.get(
+    "",
+    summary="List API tokens (admin)",
+    response_model=Page[TokenOut],
+    responses={
+        200: {"content": {"application/json": {"example": {"items": [_EXAMPLE], "next_cursor": "WzddXQ"}}}}
+    },
+)
 def list_tokens(
     conn: ConnDep,
     _admin: AdminDep,

@@ -200,3 +200,32 @@ def test_no_route_lets_a_cooperative_reach_another_cooperatives_object() -> None
         if case.expect == public(case.expect["admin"]):
             continue  # public pages show the same to everyone
         assert not 200 <= case.expect["other"] < 300, f"{case.method} {case.path} admits another cooperative"
+
+
+def _has_example(spec: dict[str, Any], response: dict[str, Any]) -> bool:
+    for media in response.get("content", {}).values():
+        if "example" in media or "examples" in media:
+            return True
+        schema = media.get("schema", {})
+        ref = schema.get("$ref", "")
+        if ref:
+            schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        if "examples" in schema:
+            return True
+    return False
+
+
+def test_openapi_documents_every_operations_auth_and_an_example(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    public_paths = {c.path for c in CASES if c.expect == public(c.expect["admin"])}
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            where = f"{method.upper()} {path}"
+            assert "security" in op, f"{where}: no security requirement (public routes declare security: [])"
+            assert (op["security"] == []) == (path in public_paths), where
+            ok = [r for s, r in op["responses"].items() if s.startswith("2")]
+            assert ok and all(r.get("content") is None or _has_example(spec, r) for r in ok), (
+                f"{where}: no example"
+            )
+            if "requestBody" in op:
+                assert _has_example(spec, op["requestBody"]), f"{where}: request body without an example"
