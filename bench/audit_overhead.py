@@ -1,0 +1,73 @@
+"""What the audit trail costs a write: single-row INSERT+UPDATE transactions into a table with and
+without the audit trigger, in a scratch database of its own (created from template1, dropped after).
+
+    .venv/bin/python bench/audit_overhead.py [--rows 2000]
+
+The unaudited figure is the ceiling measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import time
+
+import psycopg
+from psycopg import sql
+
+from agritrace import audit, db
+from agritrace.settings import get_settings
+
+
+def run(url: str, *, table: str, rows: int) -> float:
+    """Rows per second, one transaction per row (an insert and an update), as the API writes."""
+    with db.connect(url) as conn:
+        start = time.perf_counter()
+        for i in range(rows):
+            conn.execute(
+                sql.SQL("INSERT INTO {} (id, kg) VALUES (%s, %s)").format(sql.Identifier(table)), (i, 1)
+            )
+            conn.execute(sql.SQL("UPDATE {} SET kg = 2 WHERE id = %s").format(sql.Identifier(table)), (i,))
+            conn.commit()
+        return rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2000)
+    args = parser.parse_args()
+    base = get_settings()
+    admin = base.database_url.rsplit("/", 1)[0] + "/postgres"
+    name = f"agritrace_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+    url = base.database_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        db.migrate(url)
+        with db.connect(url, autocommit=True) as conn:
+            for t in ("plain", "audited"):
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, kg numeric)").format(sql.Identifier(t))
+                )
+            conn.execute("SELECT audit_attach('audited')")
+        ceiling = run(url, table="plain", rows=args.rows)
+        audited = run(url, table="audited", rows=args.rows)
+        with db.connect(url) as conn:
+            start = time.perf_counter()
+            findings = audit.verify(conn)
+            verify_s = time.perf_counter() - start
+            entries = conn.execute("SELECT count(*) AS n FROM audit_log").fetchone()
+        print(f"rows={args.rows} (each: insert + update, one transaction)")
+        print(f"ceiling, no audit trigger : {ceiling:9.0f} rows/s")
+        print(f"with the audit trigger    : {audited:9.0f} rows/s ({audited / ceiling:.0%} of the ceiling)")
+        n = entries["n"] if entries else 0
+        print(
+            f"audit verify              : {n} entries in {verify_s:.2f} s ({n / verify_s:.0f} entries/s), ok={not findings}"
+        )
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    main()
