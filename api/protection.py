@@ -194,9 +194,16 @@ def install(app: FastAPI, settings: Settings | None = None) -> None:
     prefixes = tuple(settings.public_path_prefixes)
     limiter = TokenBucket(rate=settings.public_rate_per_minute / 60.0, burst=settings.public_rate_burst)
     app.state.public_rate_limiter = limiter
-    # Added innermost first: the headers middleware wraps the 413 and 429 answers too.
+    # Added innermost first, so the body limit runs before the rate limiter's bookkeeping.
     app.add_middleware(PublicRateLimit, limiter=limiter, public_prefixes=prefixes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        SecurityHeaders, public_prefixes=prefixes, public_max_age=settings.public_cache_seconds
-    )
+    # The headers go outside everything, even Starlette's ServerErrorMiddleware (which answers a
+    # 500 itself and is always outermost), so no response leaves without them.
+    build_stack = app.build_middleware_stack
+
+    def build_with_headers() -> ASGIApp:
+        return SecurityHeaders(
+            build_stack(), public_prefixes=prefixes, public_max_age=settings.public_cache_seconds
+        )
+
+    app.build_middleware_stack = build_with_headers  # type: ignore[method-assign]

@@ -170,6 +170,8 @@ def test_an_unexpected_error_is_a_500_problem_without_trace_or_sql(client: TestC
     assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["type"].endswith("/internal")
     assert "no_such_table" not in resp.text and "Traceback" not in resp.text and "SELECT" not in resp.text
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert resp.headers["cache-control"] == "no-store"
 
 
 @given(
