@@ -1,6 +1,6 @@
 """Property-based API tests from /openapi.json (schemathesis): whatever a client sends, with an admin
 token or none, the API answers without a 5xx and within its documented schema. Bounded: a few
-examples per operation, so the whole file runs in seconds."""
+examples per operation, so the whole file runs in seconds. A cooperative token is tried too."""
 
 from __future__ import annotations
 
@@ -58,3 +58,17 @@ def test_api_with_an_admin_token_never_errors_and_keeps_its_schema(
 @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_without_a_token_never_errors_and_keeps_its_schema(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(checks=CHECKS)
+
+
+@pytest.fixture
+def cooperative_token(conn: Conn) -> str:
+    conn.execute("INSERT INTO cooperatives (name) VALUES ('coop-schemathesis-own')")
+    return tokens.create(conn, role="cooperative", cooperative="coop-schemathesis-own")
+
+
+@schema.parametrize()
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_with_a_cooperative_token_never_errors_and_keeps_its_schema(
+    case: schemathesis.Case[Any], cooperative_token: str
+) -> None:
+    case.call_and_validate(headers={"Authorization": f"Bearer {cooperative_token}"}, checks=CHECKS)
