@@ -247,3 +247,19 @@ def test_audit_head_prints_the_newest_hash(database: str, conn: Conn) -> None:
     assert out.returncode == 0
     n, digest = out.stdout.split()
     assert n == "2" and len(digest) == 64
+
+
+def test_adding_a_column_to_an_audited_table_is_not_mistaken_for_tampering(conn: Conn) -> None:
+    conn.execute("CREATE TABLE crates (id int PRIMARY KEY, kg numeric)")
+    try:
+        conn.execute("SELECT audit_attach('crates')")
+        conn.execute("INSERT INTO crates VALUES (1, 5)")
+        conn.execute("ALTER TABLE crates ADD COLUMN grade text DEFAULT 'A'")
+        assert audit.verify(conn) == []
+        with conn.transaction():
+            conn.execute("ALTER TABLE crates DISABLE TRIGGER audit")
+            conn.execute("UPDATE crates SET kg = 50")
+            conn.execute("ALTER TABLE crates ENABLE TRIGGER audit")
+        assert [str(f) for f in audit.verify(conn)] == ["crates 1: differs from its last audited state"]
+    finally:
+        conn.execute("DROP TABLE crates")
