@@ -42,30 +42,30 @@ class DynamicSecurity:
         self._lock = threading.Lock()
         self._answered = threading.Event()
         self._responses: list[dict[str, Any]] = []
+        self._tag = ""
         client.message_callback_add(RESPONSE_TOPIC, self._on_response)
+        # Commands are sent only once the answers can reach us (re-sending would repeat them).
+        subscribed = threading.Event()
+        client.on_subscribe = lambda _c, _u, _mid, _codes, _p: subscribed.set()
         result, _mid = client.subscribe(RESPONSE_TOPIC, qos=1)
-        if result != mqtt.MQTT_ERR_SUCCESS:
+        if result != mqtt.MQTT_ERR_SUCCESS or not subscribed.wait(timeout):
             raise BrokerError(f"cannot subscribe to {RESPONSE_TOPIC}: {mqtt.error_string(result)}")
 
     def _on_response(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._responses = json.loads(msg.payload).get("responses", [])
-        self._answered.set()
+        # Every admin session sees every answer on the response topic: keep only our own.
+        responses = json.loads(msg.payload).get("responses", [])
+        if responses and str(responses[0].get("correlationData", "")).startswith(self._tag):
+            self._responses = responses
+            self._answered.set()
 
     def run(self, *commands: dict[str, Any], tolerate: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Runs commands in one request; raises BrokerError on any error not in `tolerate`."""
-        tag = secrets.token_hex(8)
-        batch = [dict(c, correlationData=f"{tag}-{i}") for i, c in enumerate(commands)]
         with self._lock:
-            for _attempt in range(3):  # the response subscription may not be active yet
-                self._answered.clear()
-                self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
-                if (
-                    self._answered.wait(self._timeout)
-                    and self._responses
-                    and str(self._responses[0].get("correlationData", "")).startswith(tag)
-                ):
-                    break
-            else:
+            self._tag = secrets.token_hex(8)
+            batch = [dict(c, correlationData=f"{self._tag}-{i}") for i, c in enumerate(commands)]
+            self._answered.clear()
+            self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
+            if not self._answered.wait(self._timeout):
                 raise BrokerError("no answer from the broker's dynamic-security plugin")
             responses = list(self._responses)
         for r in responses:

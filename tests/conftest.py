@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,20 @@ def _admin_url(base: Settings) -> str:
     return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base.database_url.rsplit("/", 1)[0] + "/postgres"
 
 
+def _create_database(admin_url: str, name: str) -> None:
+    # CREATE DATABASE fails while another session copies or uses template1 (a parallel test run or
+    # benchmark creating its own database): wait and try again.
+    for attempt in range(30):
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == 29:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[str]:
     """A database of its own for this test run, so runs never see each other's or the demo's data."""
@@ -30,8 +45,7 @@ def database() -> Iterator[str]:
     base = get_settings()
     name = f"agritrace_test_{secrets.token_hex(4)}"
     admin_url = _admin_url(base)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+    _create_database(admin_url, name)
     url = base.database_url.rsplit("/", 1)[0] + "/" + name
     os.environ["AGRITRACE_DATABASE_URL"] = url
     get_settings.cache_clear()
