@@ -79,6 +79,8 @@ def ts_panel(title: str, sql: str, *, unit: str, description: str = "") -> times
         .datasource(DATASOURCE)
         .with_target(Sql(sql).time_series())
         .unit(unit)
+        .line_width(1)
+        .fill_opacity(10)
         .height(8)
         .span(12)
     )
@@ -260,12 +262,13 @@ def farm_environment() -> dash.Dashboard:
 # ---- 1. Cold-chain supervision -----------------------------------------------------------------
 
 # Cold-room and truck temperature readings with their product's band, and how long each reading
-# stands for (until the next one, capped at one hour so a gateway's offline gap is not counted as
-# time out of band).
+# stands for (until the next one, or the end of the range for the newest; capped at one hour so a
+# gateway's offline gap is not counted as time out of band).
 _COLD_READINGS = """
 WITH cr AS (
     SELECT c.cooperative, c.gateway_id, c.channel, c.product, r.time, r.value, b.temp_min, b.temp_max,
-           least(extract(epoch FROM lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time) - r.time),
+           least(extract(epoch FROM coalesce(lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time),
+                                             least($__timeTo()::timestamptz, now())) - r.time),
                  3600) AS seconds,
            (r.value > b.temp_max OR r.value < b.temp_min) AS out_of_band
       FROM reporting.readings r

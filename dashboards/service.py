@@ -33,4 +33,3 @@ def create_reader(conn: Conn, *, name: str, password: str) -> None:
     # query cannot hold a connection for long.
     conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
     conn.execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '30s'").format(role))
-    conn.execute(sql.SQL("ALTER ROLE {} SET search_path = reporting").format(role))
