@@ -117,7 +117,7 @@ def stat_panel(title: str, sql: str, *, unit: str = "none", description: str = "
     )
 
 
-def _board(uid: str, title: str, tags: list[str]) -> dash.Dashboard:
+def board(uid: str, title: str, tags: list[str]) -> dash.Dashboard:
     return (
         dash.Dashboard(title)
         .uid(uid)
@@ -137,7 +137,7 @@ def fleet_health() -> dash.Dashboard:
     coop_g = coop_filter("g.cooperative_id")
     coop_c = coop_filter("c.cooperative_id")
     return (
-        _board("agritrace-fleet-health", "设备状态 Fleet health", ["fleet"])
+        board("agritrace-fleet-health", "设备状态 Fleet health", ["fleet"])
         .with_variable(cooperative_variable())
         .with_panel(
             stat_panel(
@@ -226,7 +226,7 @@ def _farm_series(title: str, quantity: str, unit: str) -> timeseries.Panel:
 def farm_environment() -> dash.Dashboard:
     """Orchard and tea-garden temperature, humidity and soil moisture per plot."""
     return (
-        _board("agritrace-farm-environment", "果园茶园环境 Farm environment", ["farm"])
+        board("agritrace-farm-environment", "果园茶园环境 Farm environment", ["farm"])
         .with_variable(cooperative_variable())
         .with_variable(product_variable())
         .with_panel(_farm_series("Air temperature per plot", "temperature", "celsius"))
@@ -290,7 +290,7 @@ def cold_chain() -> dash.Dashboard:
     coop_c = coop_filter("c.cooperative_id")
     prod_c = product_filter("c.product")
     return (
-        _board("agritrace-cold-chain", "冷链监管 Cold-chain supervision", ["cold-chain"])
+        board("agritrace-cold-chain", "冷链监管 Cold-chain supervision", ["cold-chain"])
         .with_variable(cooperative_variable())
         .with_variable(product_variable())
         .with_panel(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.postgres import types as pg_types
 
 from agritrace import db
-from agritrace.dashboards import boards, provisioning, queries, service
+from agritrace.dashboards import boards, pending, provisioning, queries, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,3 +284,19 @@ def test_the_committed_grafana_provisioning_matches_the_code(tmp_path: Path) -> 
         if p.is_file() and p.suffix != ".md"
     }
     assert stored == fresh, "run: .venv/bin/agritrace dashboards export deploy/grafana"
+
+
+def test_every_panel_reads_only_reporting_views_including_the_pending_dashboards() -> None:
+    pending_boards = [pending.certification_overview(), pending.consumer_scans()]
+    models = [*boards.build_all().values(), *(b.build() for b in pending_boards)]
+    panels = [json.loads(provisioning.dashboard_json(m))["panels"] for m in models]
+    panels.append([json.loads(json.dumps(pending.dead_letters_panel().build(), cls=JSONEncoder))])
+    sources = {
+        name
+        for board in panels
+        for panel in board
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:FROM|JOIN)\s+([a-z_][a-z_.]*)(?![a-z_.(])", target["rawSql"])
+    }
+    assert sources, "no FROM found"
+    assert all(s.startswith("reporting.") or s == "cr" for s in sources), sources
