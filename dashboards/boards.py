@@ -212,11 +212,16 @@ def fleet_health() -> dash.Dashboard:
 def _farm_series(title: str, quantity: str, unit: str) -> timeseries.Panel:
     return ts_panel(
         title,
-        f"""SELECT $__timeGroupAlias(r.time, $__interval), c.cooperative || ' / ' || c.plot AS metric,
-                   avg(r.value) AS value
-              FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
-             WHERE $__timeFilter(r.time) AND c.setting = 'farm' AND c.quantity = '{quantity}'
-               AND {coop_filter("c.cooperative_id")} AND {product_filter("c.product")}
+        f"""SELECT x.time, c.cooperative || ' / ' || c.plot AS metric, sum(x.total) / sum(x.n) AS value
+              FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id,
+                           sum(r.value) AS total, count(*) AS n
+                      FROM reporting.readings r
+                     WHERE $__timeFilter(r.time) AND r.channel_id IN (
+                           SELECT c.channel_id FROM reporting.channels c
+                            WHERE c.setting = 'farm' AND c.quantity = '{quantity}'
+                              AND {coop_filter("c.cooperative_id")} AND {product_filter("c.product")})
+                     GROUP BY 1, 2) x
+              JOIN reporting.channels c USING (channel_id)
              GROUP BY 1, 2 ORDER BY 1""",
         unit=unit,
         description="Mean per plot and interval (a plot is the channel name up to its last '/').",
@@ -261,12 +266,14 @@ def farm_environment() -> dash.Dashboard:
 
 # ---- 1. Cold-chain supervision -----------------------------------------------------------------
 
+# Aggregation is per channel id first and names are joined last: grouping hundreds of thousands of
+# readings by integer is cheaper than by text columns.
 # Cold-room and truck temperature readings with their product's band, and how long each reading
 # stands for (until the next one, or the end of the range for the newest; capped at one hour so a
 # gateway's offline gap is not counted as time out of band).
 _COLD_READINGS = """
 WITH cr AS (
-    SELECT c.cooperative, c.gateway_id, c.channel, c.product, r.time, r.value, b.temp_min, b.temp_max,
+    SELECT r.channel_id, r.time, r.value, b.temp_min, b.temp_max,
            least(extract(epoch FROM coalesce(lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time),
                                              least($__timeTo()::timestamptz, now())) - r.time),
                  3600) AS seconds,
@@ -356,12 +363,16 @@ def cold_chain() -> dash.Dashboard:
         .with_panel(
             ts_panel(
                 "Cold-chain temperature",
-                f"""SELECT $__timeGroupAlias(r.time, $__interval), c.gateway_id || ' ' || c.channel AS metric,
-                           avg(r.value) AS temperature_c
-                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
-                     WHERE $__timeFilter(r.time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
-                       AND {coop_c} AND {prod_c}
-                     GROUP BY 1, 2 ORDER BY 1""",
+                f"""SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.temperature_c
+                      FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id, avg(r.value) AS temperature_c
+                              FROM reporting.readings r
+                             WHERE $__timeFilter(r.time) AND r.channel_id IN (
+                                   SELECT c.channel_id FROM reporting.channels c
+                                    WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
+                                      AND {coop_c} AND {prod_c})
+                             GROUP BY 1, 2) x
+                      JOIN reporting.channels c USING (channel_id)
+                     ORDER BY 1""",
                 unit="celsius",
             )
         )
@@ -369,10 +380,12 @@ def cold_chain() -> dash.Dashboard:
             ts_panel(
                 "Time out of band per day",
                 _cold(
-                    """SELECT time_bucket('1 day', time, 'Asia/Shanghai') AS time,
-                              gateway_id || ' ' || channel AS metric,
-                              coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band
-                         FROM cr GROUP BY 1, 2 ORDER BY 1"""
+                    """SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.hours_out_of_band
+                         FROM (SELECT time_bucket('1 day', time, 'Asia/Shanghai') AS time, channel_id,
+                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band
+                                 FROM cr GROUP BY 1, 2) x
+                         JOIN reporting.channels c USING (channel_id)
+                        ORDER BY 1"""
                 ),
                 unit="h",
                 description="Hours per day (China Standard Time) a channel read outside its product's band.",
@@ -382,13 +395,15 @@ def cold_chain() -> dash.Dashboard:
             table_panel(
                 "Worst excursions",
                 _cold(
-                    """SELECT cooperative, gateway_id, channel, product,
-                              coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band,
-                              max(value) AS warmest_c, min(value) AS coldest_c,
-                              greatest(max(value - temp_max), max(temp_min - value)) AS worst_deviation_c
-                         FROM cr GROUP BY cooperative, gateway_id, channel, product
-                       HAVING bool_or(out_of_band)
-                        ORDER BY worst_deviation_c DESC NULLS LAST LIMIT 20"""
+                    """SELECT c.cooperative, c.gateway_id, c.channel, c.product, x.hours_out_of_band,
+                              x.warmest_c, x.coldest_c, x.worst_deviation_c
+                         FROM (SELECT channel_id,
+                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band,
+                                      max(value) AS warmest_c, min(value) AS coldest_c,
+                                      greatest(max(value - temp_max), max(temp_min - value)) AS worst_deviation_c
+                                 FROM cr GROUP BY channel_id HAVING bool_or(out_of_band)) x
+                         JOIN reporting.channels c USING (channel_id)
+                        ORDER BY x.worst_deviation_c DESC NULLS LAST LIMIT 20"""
                 ),
                 [
                     "cooperative",

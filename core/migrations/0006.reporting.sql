@@ -30,36 +30,46 @@ SELECT g.id AS gateway_id, g.cooperative_id, c.name AS cooperative, g.descriptio
   FROM public.gateways g
   JOIN public.cooperatives c ON c.id = g.cooperative_id;
 
--- Channels with what the dashboards group them by, derived from the SenML resolved name and unit:
+-- What the dashboards group channels by, derived from the SenML resolved name and unit:
 --   quantity: temperature (Cel), humidity (%RH), soil_moisture (% or %VWC on a soil channel), ...
 --   setting:  'farm' for orchard / tea-garden / field sensors, 'cold_chain' for cold rooms, trucks
 --             and reefers, else 'other' (by words in the name, English or Chinese);
 --   plot:     the name up to its last '/' ("plot-7/soil" -> "plot-7"), or the gateway id;
 --   product:  mango, citrus or tea when the name says so.
+-- Stored generated columns rather than expressions in the view: the planner then has statistics
+-- for them, and a panel's "cold-chain temperature channels" is estimated at its true size (with
+-- the expressions it was estimated at one row, and a nested loop of index scans was chosen).
+ALTER TABLE channels
+    ADD COLUMN report_quantity text GENERATED ALWAYS AS (
+        CASE
+            WHEN unit = 'Cel' THEN 'temperature'
+            WHEN unit = '%RH' THEN 'humidity'
+            WHEN unit IN ('%', '%VWC') AND name ~* '(soil|土壤)' THEN 'soil_moisture'
+            WHEN unit = 'lx' THEN 'light'
+            WHEN unit = 'Pa' THEN 'pressure'
+            WHEN unit = 'V' THEN 'voltage'
+            ELSE 'other'
+        END) STORED,
+    ADD COLUMN report_setting text GENERATED ALWAYS AS (
+        CASE
+            WHEN name ~* '(orchard|garden|field|plot|soil|果园|茶园|地块|土壤)' THEN 'farm'
+            WHEN name ~* '(cold|room|truck|reefer|store|warehouse|冷|库|车)' THEN 'cold_chain'
+            ELSE 'other'
+        END) STORED,
+    ADD COLUMN report_plot text GENERATED ALWAYS AS (
+        CASE WHEN position('/' IN name) > 0 THEN regexp_replace(name, '/[^/]*$', '') ELSE gateway_id END) STORED,
+    ADD COLUMN report_product text GENERATED ALWAYS AS (
+        CASE
+            WHEN name ~* '(mango|芒果)' THEN 'mango'
+            WHEN name ~* '(citrus|mandarin|orange|柑|橘|橙)' THEN 'citrus'
+            WHEN name ~* '(tea|茶)' THEN 'tea'
+        END) STORED;
+
 CREATE VIEW reporting.channels AS
 SELECT ch.id AS channel_id, ch.gateway_id, g.cooperative_id, co.name AS cooperative,
        ch.name AS channel, ch.unit, ch.last_time, ch.last_value,
-       CASE
-           WHEN ch.unit = 'Cel' THEN 'temperature'
-           WHEN ch.unit = '%RH' THEN 'humidity'
-           WHEN ch.unit IN ('%', '%VWC') AND ch.name ~* '(soil|土壤)' THEN 'soil_moisture'
-           WHEN ch.unit = 'lx' THEN 'light'
-           WHEN ch.unit = 'Pa' THEN 'pressure'
-           WHEN ch.unit = 'V' THEN 'voltage'
-           ELSE 'other'
-       END AS quantity,
-       CASE
-           WHEN ch.name ~* '(orchard|garden|field|plot|soil|果园|茶园|地块|土壤)' THEN 'farm'
-           WHEN ch.name ~* '(cold|room|truck|reefer|store|warehouse|冷|库|车)' THEN 'cold_chain'
-           ELSE 'other'
-       END AS setting,
-       CASE WHEN position('/' IN ch.name) > 0 THEN regexp_replace(ch.name, '/[^/]*$', '')
-            ELSE ch.gateway_id END AS plot,
-       CASE
-           WHEN ch.name ~* '(mango|芒果)' THEN 'mango'
-           WHEN ch.name ~* '(citrus|mandarin|orange|柑|橘|橙)' THEN 'citrus'
-           WHEN ch.name ~* '(tea|茶)' THEN 'tea'
-       END AS product
+       ch.report_quantity AS quantity, ch.report_setting AS setting, ch.report_plot AS plot,
+       ch.report_product AS product
   FROM public.channels ch
   JOIN public.gateways g ON g.id = ch.gateway_id
   JOIN public.cooperatives co ON co.id = g.cooperative_id;
