@@ -381,13 +381,15 @@ def cold_chain() -> dash.Dashboard:
                 "Time out of band per day",
                 _cold(
                     """SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.hours_out_of_band
-                         FROM (SELECT time_bucket('1 day', time, 'Asia/Shanghai') AS time, channel_id,
+                         FROM (SELECT time_bucket('1 day', time, TIMESTAMPTZ '2000-01-01 00:00+08') AS time, channel_id,
                                       coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band
                                  FROM cr GROUP BY 1, 2) x
                          JOIN reporting.channels c USING (channel_id)
                         ORDER BY 1"""
                 ),
                 unit="h",
+                # Days start at midnight China Standard Time: a fixed +08 origin (China keeps no
+                # daylight saving), much cheaper per row than bucketing in a named time zone.
                 description="Hours per day (China Standard Time) a channel read outside its product's band.",
             )
         )
