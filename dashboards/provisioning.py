@@ -179,7 +179,11 @@ OPEN_ALERTS_SQL = """SELECT a.severity, co.cooperative, count(*)::float8 AS open
   FROM reporting.open_alerts a JOIN reporting.cooperatives co USING (cooperative_id)
  GROUP BY a.severity, co.cooperative"""
 
-OUT_OF_BAND_SQL = """SELECT c.cooperative, c.gateway_id, c.channel, c.last_value AS temperature_c
+# The one numeric column is the degrees outside the band (always > 0 for a returned row): Grafana
+# turns each row into a series labelled by the text columns and the threshold fires on it, so
+# the value must be positive whether the room is too warm or too cold.
+OUT_OF_BAND_SQL = """SELECT c.cooperative, c.gateway_id, c.channel,
+       greatest(c.last_value - b.temp_max, b.temp_min - c.last_value) AS degrees_outside_band
   FROM reporting.channels c JOIN reporting.product_bands b USING (product)
  WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
    AND c.last_time > now() - interval '1 hour'
@@ -245,7 +249,7 @@ def alert_rules() -> AlertingFile:
                         "agritrace-cold-room-out-of-band",
                         "冷库/冷藏车超温 Cold room or truck out of band",
                         OUT_OF_BAND_SQL,
-                        summary="{{ $labels.cooperative }} {{ $labels.gateway_id }} {{ $labels.channel }} reads {{ $values.A }} °C, outside its band",
+                        summary="{{ $labels.cooperative }} {{ $labels.gateway_id }} {{ $labels.channel }} is {{ $values.A }} °C outside its band",
                         # A short excursion (a door opened) is not yet a regulator's matter.
                         for_="15m",
                     ),

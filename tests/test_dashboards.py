@@ -223,14 +223,24 @@ def test_a_cooperative_selection_shows_only_that_cooperatives_plots(
     assert [(r[0], r[1], r[2]) for r in rows] == [(coop_b["name"], "teagarden-2", "tea")]
 
 
-def test_alert_rule_queries_run_as_the_grafana_reader(seeded: dict[str, Any], reader_url: str) -> None:
+def test_alert_rules_fire_for_a_room_too_warm_and_a_truck_too_cold(
+    conn: db.Conn, seeded: dict[str, Any], reader_url: str
+) -> None:
+    # The citrus truck (band 5-8 °C) now reads 3 °C: chilling injury risk.
+    conn.execute(
+        "UPDATE channels SET last_value = 3.0 WHERE id = %s", (seeded["channels"]["truck-citrus/temp"]["id"],)
+    )
     with psycopg.connect(reader_url, autocommit=True) as reader:
         results = {
             title: reader.execute(q).fetchall()
             for title, q in provisioning.sql_of_alert_rules(provisioning.alert_rules())
         }
     out_of_band = results["冷库/冷藏车超温 Cold room or truck out of band"]
-    assert [(r[2], r[3]) for r in out_of_band] == [("coldroom-mango/temp", 15.0)]
+    # Both are 2 °C outside their band; the threshold (> 0) fires for each row.
+    assert sorted((r[2], r[3]) for r in out_of_band) == [
+        ("coldroom-mango/temp", 2.0),
+        ("truck-citrus/temp", 2.0),
+    ]
 
 
 def test_exported_dashboards_round_trip_through_the_sdk_types(tmp_path: Path) -> None:
