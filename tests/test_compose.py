@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -141,3 +147,63 @@ def test_compose_sets_only_settings_the_app_knows() -> None:
         env = _compose()["services"][name]["environment"]
         assert set(env) <= known, set(env) - known
         assert env["AGRITRACE_MODE"] == "production"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None or os.geteuid() != 0, reason="needs mosquitto and root")
+def test_compose_broker_entrypoint_starts_a_broker_that_admits_only_its_admin() -> None:
+    # The container's entrypoint, run against this machine's Mosquitto with temporary paths: the
+    # rendered template must start, and dynamic security must admit the admin and refuse others.
+    work = Path(tempfile.mkdtemp(prefix="agritrace-compose-mqtt-"))
+    work.chmod(0o755)  # the broker drops to the mosquitto user
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MOSQUITTO_DATA_DIR": str(work / "data"),
+        "MOSQUITTO_CONFIG_DIR": str(work / "config"),
+        "MOSQUITTO_TEMPLATE": str(DEPLOY / "mosquitto" / "mosquitto.conf.in"),
+        "MOSQUITTO_PORT": str(port),
+        "AGRITRACE_MQTT_ADMIN_USERNAME": "compose-admin",
+        "AGRITRACE_MQTT_ADMIN_PASSWORD": "compose-admin-secret",
+    }
+    broker = subprocess.Popen(
+        ["sh", str(DEPLOY / "mosquitto" / "compose-entrypoint.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+
+        def publish(password: str) -> int:
+            args = [
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-u",
+                "compose-admin",
+                "-P",
+                password,
+            ]
+            return subprocess.run(
+                [*args, "-t", "agritrace/healthcheck", "-n"], capture_output=True, check=False
+            ).returncode
+
+        assert publish("compose-admin-secret") == 0
+        assert publish("wrong") != 0
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
