@@ -7,6 +7,7 @@ import sys
 import typer
 
 from agritrace.api.cli import api_app, audit_app, token_app
+from agritrace.dashboards.cli import dashboards_app
 from agritrace.db import migrate
 from agritrace.devices.cli import broker_app
 from agritrace.errors import AgriTraceError
@@ -18,6 +19,7 @@ app.add_typer(api_app, name="api")
 app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 @db_app.command("migrate")

@@ -35,7 +35,7 @@ def test_migrations_create_timescaledb_and_the_readings_hypertable(conn: Conn) -
     assert hyper is not None
     cols = conn.execute(
         """SELECT column_name, data_type FROM information_schema.columns
-            WHERE table_name = 'readings' ORDER BY ordinal_position"""
+            WHERE table_schema = 'public' AND table_name = 'readings' ORDER BY ordinal_position"""
     ).fetchall()
     assert [(c["column_name"], c["data_type"]) for c in cols] == [
         ("time", "timestamp with time zone"),

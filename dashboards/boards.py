@@ -1,0 +1,449 @@
+"""The supervision dashboards, built as code with the Grafana foundation SDK over the `reporting` views.
+
+Every query reads only `reporting.*` (the read-only role can read nothing else). Variables:
+`cooperative` (query, multi, All = -1) and `product` (mango/citrus/tea, multi, All = '__all__');
+"All" uses a custom all-value so one SQL test covers every selection, and the time range is the
+dashboard's own time picker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
+from grafana_foundation_sdk.models.dashboard import (
+    DataTransformerConfig,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
+
+from agritrace.dashboards.queries import DATASOURCE, Sql
+
+FOLDER_UID = "agritrace"
+FOLDER_TITLE = "AgriTrace"
+PRODUCTS = ("mango", "citrus", "tea")
+
+# Filters for the variables. Grafana quotes each selected value ('3','5'); "All" is inserted raw.
+COOP_ALL = "-1"
+PRODUCT_ALL = "'__all__'"
+
+
+def coop_filter(column: str) -> str:
+    return f"({COOP_ALL} IN ($cooperative) OR {column} IN ($cooperative))"
+
+
+def product_filter(column: str) -> str:
+    return f"({PRODUCT_ALL} IN ($product) OR {column} IN ($product))"
+
+
+def cooperative_variable() -> dash.QueryVariable:
+    return (
+        dash.QueryVariable("cooperative")
+        .label("合作社 Cooperative")
+        .datasource(DATASOURCE)
+        .query(
+            "SELECT cooperative AS __text, cooperative_id::text AS __value"
+            " FROM reporting.cooperatives ORDER BY cooperative"
+        )
+        .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(COOP_ALL)
+        .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def product_variable() -> dash.CustomVariable:
+    return (
+        dash.CustomVariable("product")
+        .label("产品 Product")
+        .values(",".join(PRODUCTS))
+        .multi(True)
+        .include_all(True)
+        .all_value(PRODUCT_ALL)
+        .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def ts_panel(title: str, sql: str, *, unit: str, description: str = "") -> timeseries.Panel:
+    """A time series panel: the query returns `time`, optionally `metric`, then numbers."""
+    return (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Sql(sql).time_series())
+        .unit(unit)
+        .line_width(1)
+        .fill_opacity(10)
+        .height(8)
+        .span(12)
+    )
+
+
+def table_panel(title: str, sql: str, columns: list[str], *, description: str = "") -> table.Panel:
+    """A table; `columns` fixes their order in Grafana and is the shape the query must return."""
+    organize = DataTransformerConfig(
+        id_val="organize", options={"indexByName": {name: i for i, name in enumerate(columns)}}
+    )
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Sql(sql).table())
+        .with_transformation(organize)
+        .height(9)
+        .span(24)
+    )
+
+
+def stat_panel(title: str, sql: str, *, unit: str = "none", description: str = "") -> stat.Panel:
+    """A single number: the query returns one row of numbers."""
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(Sql(sql).table())
+        .unit(unit)
+        .height(4)
+        .span(6)
+    )
+
+
+def board(uid: str, title: str, tags: list[str]) -> dash.Dashboard:
+    return (
+        dash.Dashboard(title)
+        .uid(uid)
+        .tags(["agritrace", *tags])
+        .timezone("browser")
+        .time("now-7d", "now")
+        .refresh("1m")
+        .readonly()
+    )
+
+
+# ---- 5. Fleet health ---------------------------------------------------------------------------
+
+
+def fleet_health() -> dash.Dashboard:
+    """Gateways online/offline, last seen, ingest rate, silent channels."""
+    coop_g = coop_filter("g.cooperative_id")
+    coop_c = coop_filter("c.cooperative_id")
+    return (
+        board("agritrace-fleet-health", "设备状态 Fleet health", ["fleet"])
+        .with_variable(cooperative_variable())
+        .with_panel(
+            stat_panel(
+                "Gateways online",
+                f"""SELECT count(*)::float8 AS gateways FROM reporting.gateways g
+                     WHERE g.online AND NOT g.disabled AND {coop_g}""",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Gateways offline",
+                f"""SELECT count(*)::float8 AS gateways FROM reporting.gateways g
+                     WHERE NOT g.online AND NOT g.disabled AND {coop_g}""",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Readings in range",
+                f"""SELECT count(*)::float8 AS readings
+                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
+                     WHERE $__timeFilter(r.time) AND {coop_c}""",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Channels silent for over 1 h",
+                f"""SELECT count(*)::float8 AS channels FROM reporting.channels c
+                     WHERE (c.last_time IS NULL OR c.last_time < now() - interval '1 hour') AND {coop_c}""",
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Ingest rate per cooperative",
+                f"""SELECT $__timeGroupAlias(r.time, $__interval), c.cooperative AS metric,
+                           count(*) / ($__interval_ms / 1000.0) AS readings_per_s
+                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
+                     WHERE $__timeFilter(r.time) AND {coop_c}
+                     GROUP BY 1, 2 ORDER BY 1""",
+                unit="reqps",
+                description="Readings per second by reading time (late, stored-and-forwarded readings count when they were measured).",
+            ).span(24)
+        )
+        .with_panel(
+            table_panel(
+                "Gateways",
+                f"""SELECT g.gateway_id, g.cooperative,
+                           CASE WHEN g.disabled THEN 'disabled' WHEN g.online THEN 'online' ELSE 'offline' END AS state,
+                           g.last_seen, g.status_at, count(c.channel_id) AS channels
+                      FROM reporting.gateways g LEFT JOIN reporting.channels c USING (gateway_id)
+                     WHERE {coop_g}
+                     GROUP BY g.gateway_id, g.cooperative, g.disabled, g.online, g.last_seen, g.status_at
+                     ORDER BY g.online, g.last_seen NULLS FIRST""",
+                ["gateway_id", "cooperative", "state", "last_seen", "status_at", "channels"],
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Silent channels (no reading for over 1 h)",
+                f"""SELECT c.cooperative, c.gateway_id, c.channel, c.unit, c.last_time
+                      FROM reporting.channels c
+                     WHERE (c.last_time IS NULL OR c.last_time < now() - interval '1 hour') AND {coop_c}
+                     ORDER BY c.last_time NULLS FIRST LIMIT 200""",
+                ["cooperative", "gateway_id", "channel", "unit", "last_time"],
+            )
+        )
+    )
+
+
+# ---- 3. Farm environment -----------------------------------------------------------------------
+
+
+def _farm_series(title: str, quantity: str, unit: str) -> timeseries.Panel:
+    return ts_panel(
+        title,
+        f"""SELECT x.time, c.cooperative || ' / ' || c.plot AS metric, sum(x.total) / sum(x.n) AS value
+              FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id,
+                           sum(r.value) AS total, count(*) AS n
+                      FROM reporting.readings r
+                     WHERE $__timeFilter(r.time) AND r.channel_id IN (
+                           SELECT c.channel_id FROM reporting.channels c
+                            WHERE c.setting = 'farm' AND c.quantity = '{quantity}'
+                              AND {coop_filter("c.cooperative_id")} AND {product_filter("c.product")})
+                     GROUP BY 1, 2) x
+              JOIN reporting.channels c USING (channel_id)
+             GROUP BY 1, 2 ORDER BY 1""",
+        unit=unit,
+        description="Mean per plot and interval (a plot is the channel name up to its last '/').",
+    )
+
+
+def farm_environment() -> dash.Dashboard:
+    """Orchard and tea-garden temperature, humidity and soil moisture per plot."""
+    return (
+        board("agritrace-farm-environment", "果园茶园环境 Farm environment", ["farm"])
+        .with_variable(cooperative_variable())
+        .with_variable(product_variable())
+        .with_panel(_farm_series("Air temperature per plot", "temperature", "celsius"))
+        .with_panel(_farm_series("Relative humidity per plot", "humidity", "humidity"))
+        .with_panel(_farm_series("Soil moisture per plot", "soil_moisture", "percent").span(24))
+        .with_panel(
+            table_panel(
+                "Plots now",
+                f"""SELECT c.cooperative, c.plot, c.product,
+                           max(c.last_value) FILTER (WHERE c.quantity = 'temperature') AS temperature_c,
+                           max(c.last_value) FILTER (WHERE c.quantity = 'humidity') AS humidity_rh,
+                           max(c.last_value) FILTER (WHERE c.quantity = 'soil_moisture') AS soil_moisture_pct,
+                           max(c.last_time) AS last_time
+                      FROM reporting.channels c
+                     WHERE c.setting = 'farm' AND {coop_filter("c.cooperative_id")}
+                       AND {product_filter("c.product")}
+                     GROUP BY c.cooperative, c.plot, c.product
+                     ORDER BY c.cooperative, c.plot""",
+                [
+                    "cooperative",
+                    "plot",
+                    "product",
+                    "temperature_c",
+                    "humidity_rh",
+                    "soil_moisture_pct",
+                    "last_time",
+                ],
+            )
+        )
+    )
+
+
+# ---- 1. Cold-chain supervision -----------------------------------------------------------------
+
+# Aggregation is per channel id first and names are joined last: grouping hundreds of thousands of
+# readings by integer is cheaper than by text columns.
+# Cold-room and truck temperature readings with their product's band, and how long each reading
+# stands for (until the next one, or the end of the range for the newest; capped at one hour so a
+# gateway's offline gap is not counted as time out of band).
+_COLD_READINGS = """
+WITH cr AS (
+    SELECT r.channel_id, r.time, r.value, b.temp_min, b.temp_max,
+           least(extract(epoch FROM coalesce(lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time),
+                                             least($__timeTo()::timestamptz, now())) - r.time),
+                 3600) AS seconds,
+           (r.value > b.temp_max OR r.value < b.temp_min) AS out_of_band
+      FROM reporting.readings r
+      JOIN reporting.channels c USING (channel_id)
+      JOIN reporting.product_bands b USING (product)
+     WHERE $__timeFilter(r.time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
+       AND {coop} AND {product}
+)"""
+
+
+def _cold(sql: str) -> str:
+    head = _COLD_READINGS.format(coop=coop_filter("c.cooperative_id"), product=product_filter("c.product"))
+    return head + "\n" + sql
+
+
+def cold_chain() -> dash.Dashboard:
+    """Open alerts, cold rooms and trucks against their band, time out of band, worst excursions, MKT."""
+    coop_a = coop_filter("a.cooperative_id")
+    coop_c = coop_filter("c.cooperative_id")
+    prod_c = product_filter("c.product")
+    return (
+        board("agritrace-cold-chain", "冷链监管 Cold-chain supervision", ["cold-chain"])
+        .with_variable(cooperative_variable())
+        .with_variable(product_variable())
+        .with_panel(
+            stat_panel(
+                "Open alerts",
+                f"SELECT count(*)::float8 AS open_alerts FROM reporting.open_alerts a WHERE {coop_a}",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Cold rooms and trucks out of band now",
+                f"""SELECT count(*)::float8 AS channels
+                      FROM reporting.channels c JOIN reporting.product_bands b USING (product)
+                     WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
+                       AND (c.last_value > b.temp_max OR c.last_value < b.temp_min) AND {coop_c} AND {prod_c}""",
+            ).span(6)
+        )
+        .with_panel(
+            table_panel(
+                "Open alerts by severity and cooperative",
+                f"""SELECT co.cooperative, a.severity, count(*) AS open_alerts
+                      FROM reporting.open_alerts a JOIN reporting.cooperatives co USING (cooperative_id)
+                     WHERE {coop_a}
+                     GROUP BY co.cooperative, a.severity ORDER BY open_alerts DESC""",
+                ["cooperative", "severity", "open_alerts"],
+            ).span(12)
+        )
+        .with_panel(
+            table_panel(
+                "Open alerts",
+                f"""SELECT a.opened_at, co.cooperative, a.gateway_id, a.channel, a.severity, a.id AS alert_id
+                      FROM reporting.open_alerts a JOIN reporting.cooperatives co USING (cooperative_id)
+                     WHERE {coop_a}
+                     ORDER BY a.opened_at DESC LIMIT 200""",
+                ["opened_at", "cooperative", "gateway_id", "channel", "severity", "alert_id"],
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Cold rooms and trucks: temperature now vs band",
+                f"""SELECT c.cooperative, c.gateway_id, c.channel, c.product, c.last_time,
+                           c.last_value AS temperature_c, b.temp_min AS band_min_c, b.temp_max AS band_max_c,
+                           CASE WHEN b.product IS NULL THEN 'no band'
+                                WHEN c.last_value > b.temp_max THEN 'too warm'
+                                WHEN c.last_value < b.temp_min THEN 'too cold'
+                                ELSE 'in band' END AS state
+                      FROM reporting.channels c LEFT JOIN reporting.product_bands b USING (product)
+                     WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature' AND {coop_c} AND {prod_c}
+                     ORDER BY state DESC, c.cooperative, c.gateway_id, c.channel""",
+                [
+                    "cooperative",
+                    "gateway_id",
+                    "channel",
+                    "product",
+                    "last_time",
+                    "temperature_c",
+                    "band_min_c",
+                    "band_max_c",
+                    "state",
+                ],
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Cold-chain temperature",
+                f"""SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.temperature_c
+                      FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id, avg(r.value) AS temperature_c
+                              FROM reporting.readings r
+                             WHERE $__timeFilter(r.time) AND r.channel_id IN (
+                                   SELECT c.channel_id FROM reporting.channels c
+                                    WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
+                                      AND {coop_c} AND {prod_c})
+                             GROUP BY 1, 2) x
+                      JOIN reporting.channels c USING (channel_id)
+                     ORDER BY 1""",
+                unit="celsius",
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Time out of band per day",
+                _cold(
+                    """SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.hours_out_of_band
+                         FROM (SELECT time_bucket('1 day', time, TIMESTAMPTZ '2000-01-01 00:00+08') AS time, channel_id,
+                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band
+                                 FROM cr GROUP BY 1, 2) x
+                         JOIN reporting.channels c USING (channel_id)
+                        ORDER BY 1"""
+                ),
+                unit="h",
+                # Days start at midnight China Standard Time: a fixed +08 origin (China keeps no
+                # daylight saving), much cheaper per row than bucketing in a named time zone.
+                description="Hours per day (China Standard Time) a channel read outside its product's band.",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Worst excursions",
+                _cold(
+                    """SELECT c.cooperative, c.gateway_id, c.channel, c.product, x.hours_out_of_band,
+                              x.warmest_c, x.coldest_c, x.worst_deviation_c
+                         FROM (SELECT channel_id,
+                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band,
+                                      max(value) AS warmest_c, min(value) AS coldest_c,
+                                      greatest(max(value - temp_max), max(temp_min - value)) AS worst_deviation_c
+                                 FROM cr GROUP BY channel_id HAVING bool_or(out_of_band)) x
+                         JOIN reporting.channels c USING (channel_id)
+                        ORDER BY x.worst_deviation_c DESC NULLS LAST LIMIT 20"""
+                ),
+                [
+                    "cooperative",
+                    "gateway_id",
+                    "channel",
+                    "product",
+                    "hours_out_of_band",
+                    "warmest_c",
+                    "coldest_c",
+                    "worst_deviation_c",
+                ],
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Mean kinetic temperature",
+                f"""SELECT c.cooperative, c.gateway_id, c.channel, c.product,
+                           10000.0 / -ln(avg(exp(-10000.0 / nullif(r.value + 273.15, 0)))) - 273.15 AS mkt_c,
+                           avg(r.value) AS mean_c, count(*) AS readings
+                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
+                     WHERE $__timeFilter(r.time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
+                       AND {coop_c} AND {prod_c}
+                     GROUP BY c.cooperative, c.gateway_id, c.channel, c.product
+                     ORDER BY mkt_c DESC""",
+                ["cooperative", "gateway_id", "channel", "product", "mkt_c", "mean_c", "readings"],
+                description="MKT over the time range per cold room or truck (ΔH/R = 10,000 K).",
+            )
+        )
+    )
+
+
+BOARDS: dict[str, Callable[[], cogbuilder.Builder[DashboardModel]]] = {
+    "cold-chain": cold_chain,
+    "farm-environment": farm_environment,
+    "fleet-health": fleet_health,
+}
+
+
+def build_all() -> dict[str, DashboardModel]:
+    """Every dashboard, by file stem."""
+    return {name: make().build() for name, make in BOARDS.items()}

@@ -1,0 +1,57 @@
+"""CLI: export the dashboards and provisioning files, push them to a Grafana, create the reader role."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import typer
+
+from agritrace.dashboards import provisioning, service
+from agritrace.dashboards import push as push_service
+from agritrace.db import connect
+
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+
+
+@dashboards_app.command("export")
+def export(
+    directory: Path = typer.Argument(..., help="Where to write dashboards/ and provisioning/."),
+) -> None:
+    """Writes the dashboards (JSON) and Grafana provisioning files (YAML) under DIRECTORY."""
+    for path in provisioning.export(directory):
+        typer.echo(str(path))
+
+
+@dashboards_app.command("push")
+def push(
+    url: str = typer.Option(..., help="Grafana's base URL, e.g. https://grafana.example.cn"),
+    token: str = typer.Option(
+        ...,
+        envvar="AGRITRACE_GRAFANA_TOKEN",
+        help="A Grafana service-account token (or set AGRITRACE_GRAFANA_TOKEN).",
+    ),
+) -> None:
+    """Creates or updates every dashboard in a running Grafana (safe to repeat)."""
+    for uid in push_service.push(url=url, token=token):
+        typer.echo(f"pushed {uid}")
+
+
+@dashboards_app.command("reader")
+def reader(
+    name: str = typer.Argument("agritrace_grafana_reader", help="The login role Grafana connects as."),
+) -> None:
+    """Creates or updates the read-only login role for Grafana.
+
+    The password comes from AGRITRACE_GRAFANA_DB_PASSWORD (kept out of the process list); without
+    it a new one is generated and printed on one line.
+    """
+    password = os.environ.get("AGRITRACE_GRAFANA_DB_PASSWORD") or ""
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(24)
+    with connect(autocommit=True) as conn:
+        service.create_reader(conn, name=name, password=password)
+    if generated:
+        typer.echo(password)

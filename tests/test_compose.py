@@ -1,0 +1,209 @@
+"""deploy/compose.yaml is valid Compose and stays in step with deploy/local (no Docker engine here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from agritrace.dashboards import provisioning
+from agritrace.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+EXAMPLE_ENV = {
+    "AGRITRACE_DB_PASSWORD": "db-secret",
+    "AGRITRACE_MQTT_ADMIN_PASSWORD": "admin-secret",
+    "AGRITRACE_MQTT_INGEST_PASSWORD": "ingest-secret",
+    "AGRITRACE_TOKEN_PEPPER": "pepper-secret",
+    "AGRITRACE_GRAFANA_DB_PASSWORD": "grafana-db-secret",
+    "AGRITRACE_GRAFANA_ADMIN_PASSWORD": "grafana-admin-secret",
+}
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation: ${VAR}, ${VAR:-default}, ${VAR:?error}, and $$ for a literal $."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        value = env.get(name)
+        if op in (":-", "-"):
+            return value if value else arg
+        if op in (":?", "?"):
+            if not value:
+                raise ValueError(f"{name}: {arg}")
+            return value
+        return value or ""
+
+    return _VAR.sub(sub, text)
+
+
+def _compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    data = yaml.safe_load(interpolate(COMPOSE.read_text(), EXAMPLE_ENV if env is None else env))
+    assert isinstance(data, dict)
+    return data
+
+
+def _schema() -> dict[str, Any]:
+    # check-jsonschema vendors the compose-spec schema (compose-spec/compose-spec, Apache-2.0).
+    text = (resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+    schema = json.loads(text)
+    assert isinstance(schema, dict)
+    return schema
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema() -> None:
+    schema = _schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(_compose()), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
+
+
+def test_compose_refuses_to_start_without_the_secrets() -> None:
+    with pytest.raises(ValueError, match="AGRITRACE_DB_PASSWORD"):
+        _compose(env={})
+
+
+def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
+    services = _compose()["services"]
+    assert {"timescaledb", "mosquitto", "migrate", "api", "ingest", "grafana"} <= set(services)
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    for name, service in services.items():
+        if name != "migrate":
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+    assert services["ingest"]["command"] == ["agritrace", "ingest", "run"]
+    assert int(services["ingest"]["deploy"]["replicas"]) >= 2
+    assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana"}
+
+
+def test_compose_broker_uses_the_same_config_template_as_the_local_stack() -> None:
+    mosquitto = _compose()["services"]["mosquitto"]
+    mounts = {
+        v.split(":")[1]: (COMPOSE.parent / v.split(":")[0]).resolve()
+        for v in mosquitto["volumes"]
+        if v.startswith(".")
+    }
+    template = DEPLOY / "mosquitto" / "mosquitto.conf.in"
+    assert template.resolve() in mounts.values()
+    placeholders = set(re.findall(r"@[A-Z_]+@", template.read_text()))
+    assert placeholders
+    entrypoint = (DEPLOY / "mosquitto" / "compose-entrypoint.sh").read_text()
+    local = (DEPLOY / "local" / "stack.sh").read_text()
+    for placeholder in placeholders:
+        assert f"s|{placeholder}|" in entrypoint, f"compose does not fill {placeholder}"
+        assert f"s|{placeholder}|" in local, f"deploy/local does not fill {placeholder}"
+
+
+def test_compose_migrates_with_the_same_commands_as_make_migrate() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\nmigrate:", 1)[1].split("\n\n", 1)[0]
+    local_steps = [re.sub(r"^@\$\(BIN\)/", "", line.strip()) for line in recipe.splitlines()[1:]]
+    assert local_steps, recipe
+    command = " ".join(_compose()["services"]["migrate"]["command"])
+    for step in local_steps:
+        assert step in command, f"compose's migrate does not run `{step}`"
+    assert "agritrace dashboards reader" in command
+
+
+def test_compose_grafana_mounts_the_exported_provisioning_and_sets_what_it_reads() -> None:
+    grafana = _compose()["services"]["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("."))
+    assert (COMPOSE.parent / "grafana" / "provisioning" / "datasources").is_dir()
+    assert (COMPOSE.parent / "grafana" / "dashboards" / "agritrace").is_dir()
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert provisioning.GRAFANA_DASHBOARDS_PATH.startswith(mounts["./grafana/dashboards"] + "/")
+    used = set(
+        re.findall(
+            r"\$\{(AGRITRACE_[A-Z_]+)\}",
+            (DEPLOY / "grafana/provisioning/datasources/agritrace.yaml").read_text(),
+        )
+    )
+    assert used and used <= set(grafana["environment"])
+
+
+def test_compose_sets_only_settings_the_app_knows() -> None:
+    known = {f"AGRITRACE_{name.upper()}" for name in Settings.model_fields}
+    # Read by `agritrace dashboards reader` itself (the Grafana login it creates).
+    known |= {"AGRITRACE_GRAFANA_DB_USER", "AGRITRACE_GRAFANA_DB_PASSWORD"}
+    for name in ("migrate", "api", "ingest"):
+        env = _compose()["services"][name]["environment"]
+        assert set(env) <= known, set(env) - known
+        assert env["AGRITRACE_MODE"] == "production"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None or os.geteuid() != 0, reason="needs mosquitto and root")
+def test_compose_broker_entrypoint_starts_a_broker_that_admits_only_its_admin() -> None:
+    # The container's entrypoint, run against this machine's Mosquitto with temporary paths: the
+    # rendered template must start, and dynamic security must admit the admin and refuse others.
+    work = Path(tempfile.mkdtemp(prefix="agritrace-compose-mqtt-"))
+    work.chmod(0o755)  # the broker drops to the mosquitto user
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MOSQUITTO_DATA_DIR": str(work / "data"),
+        "MOSQUITTO_CONFIG_DIR": str(work / "config"),
+        "MOSQUITTO_TEMPLATE": str(DEPLOY / "mosquitto" / "mosquitto.conf.in"),
+        "MOSQUITTO_PORT": str(port),
+        "AGRITRACE_MQTT_ADMIN_USERNAME": "compose-admin",
+        "AGRITRACE_MQTT_ADMIN_PASSWORD": "compose-admin-secret",
+    }
+    broker = subprocess.Popen(
+        ["sh", str(DEPLOY / "mosquitto" / "compose-entrypoint.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+
+        def publish(password: str) -> int:
+            args = [
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-u",
+                "compose-admin",
+                "-P",
+                password,
+            ]
+            return subprocess.run(
+                [*args, "-t", "agritrace/healthcheck", "-n"], capture_output=True, check=False
+            ).returncode
+
+        assert publish("compose-admin-secret") == 0
+        assert publish("wrong") != 0
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,312 @@
+"""Every panel of every exported dashboard, with Grafana's macros expanded, runs as the read-only role."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import factories
+import psycopg
+import pytest
+import yaml
+from grafana_foundation_sdk.cog import plugins
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.postgres import types as pg_types
+
+from agritrace import db
+from agritrace.dashboards import boards, pending, provisioning, queries, service
+from agritrace.dashboards.macros import Variable, expand, interval_for
+
+REPO = Path(__file__).resolve().parents[1]
+NOW = datetime.now(UTC).replace(microsecond=0)
+START = NOW - timedelta(days=7)
+TIME_OID = pg_types["timestamptz"].oid
+NUMERIC_OIDS = {pg_types[n].oid for n in ("int2", "int4", "int8", "float4", "float8", "numeric")}
+TEXT_OIDS = {pg_types[n].oid for n in ("text", "varchar", "name")}
+# Panels over the open-alerts view, which is empty until the cold-chain domain's alerts table lands.
+ALERT_PANELS = {"Open alerts", "Open alerts by severity and cooperative"}
+
+
+def _exported_panels() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, model in boards.build_all().items():
+        for panel in json.loads(provisioning.dashboard_json(model))["panels"]:
+            for inner in panel.get("panels", [panel]):
+                out.append((name, inner))
+    return out
+
+
+PANELS = _exported_panels()
+
+
+@pytest.fixture(scope="module")
+def reader_url(database: str) -> Iterator[str]:
+    """A login role like the one Grafana uses: a member of agritrace_grafana and nothing more."""
+    name = f"agritrace_grafana_t{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(16)
+    with db.connect(database, autocommit=True) as conn:
+        service.create_reader(conn, name=name, password=password)
+    yield make_conninfo(database, user=name, password=password)
+    with db.connect(database, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def seed(conn: db.Conn) -> dict[str, Any]:
+    """Two cooperatives with orchard, tea-garden, cold-room and truck sensors over the last 7 days."""
+    coop_a = factories.cooperative(conn, name=factories.unique("百色芒果合作社"))
+    coop_b = factories.cooperative(conn, name=factories.unique("tea-coop"))
+    gw_farm = factories.gateway(conn, cooperative_id=coop_a["id"])
+    gw_cold = factories.gateway(conn, cooperative_id=coop_a["id"])
+    gw_tea = factories.gateway(conn, cooperative_id=coop_b["id"])
+    conn.execute(
+        "UPDATE gateways SET online = true, last_seen = now() WHERE id IN (%s, %s)",
+        (gw_farm["id"], gw_cold["id"]),
+    )
+    specs: list[tuple[str, str, str, Callable[[int], float]]] = [
+        (gw_farm["id"], "orchard-mango-1/air_temp", "Cel", lambda i: 28 + 4 * math.sin(i / 12)),
+        (gw_farm["id"], "orchard-mango-1/humidity", "%RH", lambda i: 70 + 10 * math.cos(i / 12)),
+        (gw_farm["id"], "orchard-mango-1/soil_moisture", "%", lambda i: 30 + (i % 10)),
+        (gw_tea["id"], "teagarden-2/air_temp", "Cel", lambda i: 18 + 3 * math.sin(i / 12)),
+        (gw_tea["id"], "teagarden-2/soil_moisture", "%VWC", lambda i: 40.0),
+        # The mango cold room warms to 15 °C (band 10-13 °C) for its last 6 readings.
+        (gw_cold["id"], "coldroom-mango/temp", "Cel", lambda i: 15.0 if i >= 498 else 12.0),
+        (gw_cold["id"], "truck-citrus/temp", "Cel", lambda i: 6.5),
+    ]
+    # A truck registered whose sensor has never reported: a silent channel.
+    factories.channel(conn, gateway_id=gw_cold["id"], name="truck-2/temp", unit="Cel")
+    channels = {}
+    step = timedelta(minutes=20)
+    for gw, name, unit, value in specs:
+        ch = factories.channel(conn, gateway_id=gw, name=name, unit=unit)
+        points = [(START + i * step, float(value(i))) for i in range(504)]
+        factories.readings(conn, channel_id=ch["id"], points=points)
+        conn.execute(
+            "UPDATE channels SET last_time = %s, last_value = %s WHERE id = %s",
+            (points[-1][0], points[-1][1], ch["id"]),
+        )
+        channels[name] = ch
+    return {"coops": [coop_a, coop_b], "channels": channels, "step": step}
+
+
+@pytest.fixture
+def seeded(conn: db.Conn) -> dict[str, Any]:
+    return seed(conn)
+
+
+def _selections(reader: psycopg.Connection[Any]) -> dict[str, dict[str, Variable]]:
+    """All, one, and several values of each variable (the cooperative's values from its own query)."""
+    coop_query = boards.cooperative_variable().build().query
+    assert isinstance(coop_query, str)
+    coop_ids = [str(r[1]) for r in reader.execute(coop_query).fetchall()]
+    assert len(coop_ids) >= 2
+    return {
+        "all": {
+            "cooperative": Variable(all_value=boards.COOP_ALL),
+            "product": Variable(all_value=boards.PRODUCT_ALL),
+        },
+        "one": {"cooperative": Variable(values=coop_ids[:1]), "product": Variable(values=["mango"])},
+        "several": {"cooperative": Variable(values=coop_ids), "product": Variable(values=["mango", "tea"])},
+    }
+
+
+def _run(
+    reader: psycopg.Connection[Any], raw_sql: str, variables: dict[str, Variable]
+) -> tuple[list[Any], list[Any]]:
+    expanded = expand(raw_sql, start=START, end=NOW, interval=interval_for(START, NOW), variables=variables)
+    cur = reader.execute(expanded)
+    assert cur.description is not None
+    return list(cur.description), cur.fetchall()
+
+
+@pytest.mark.parametrize(("board", "panel"), PANELS, ids=[f"{b}:{p['title']}" for b, p in PANELS])
+def test_every_panel_query_runs_as_the_grafana_reader_and_returns_its_shape(
+    seeded: dict[str, Any], reader_url: str, board: str, panel: dict[str, Any]
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        for selection, variables in _selections(reader).items():
+            for target in panel["targets"]:
+                columns, rows = _run(reader, target["rawSql"], variables)
+                names = [c.name for c in columns]
+                oids = [c.type_code for c in columns]
+                if selection == "all" and panel["title"] not in ALERT_PANELS:
+                    assert rows, f"{panel['title']}: no rows from the seeded data"
+                if target["format"] == "time_series":
+                    assert names[0] == "time" and oids[0] == TIME_OID, names
+                    assert any(o in NUMERIC_OIDS for o in oids[1:]), names
+                    assert all(
+                        o in NUMERIC_OIDS or (n == "metric" and o in TEXT_OIDS)
+                        for n, o in zip(names[1:], oids[1:], strict=True)
+                    )
+                    times = [r[0] for r in rows]
+                    assert times == sorted(times), "Grafana needs long-format series in time order"
+                elif panel["type"] == "stat":
+                    assert len(rows) == 1 and all(o in NUMERIC_OIDS for o in oids), names
+                else:
+                    organize = next(t for t in panel["transformations"] if t["id"] == "organize")
+                    index = organize["options"]["indexByName"]
+                    assert names == sorted(index, key=index.get), names
+
+
+def test_every_dashboard_offers_cooperative_and_time_range_and_the_farm_and_cold_chain_ones_product() -> None:
+    for name, model in boards.build_all().items():
+        data = json.loads(provisioning.dashboard_json(model))
+        variables = {v["name"] for v in data["templating"]["list"]}
+        assert "cooperative" in variables
+        assert data["time"] == {"from": "now-7d", "to": "now"}
+        if name != "fleet-health":
+            assert "product" in variables
+
+
+def _panel_sql(board: str, title: str) -> str:
+    panel = next(p for b, p in PANELS if b == board and p["title"] == title)
+    return str(panel["targets"][0]["rawSql"])
+
+
+def _all() -> dict[str, Variable]:
+    return {
+        "cooperative": Variable(all_value=boards.COOP_ALL),
+        "product": Variable(all_value=boards.PRODUCT_ALL),
+    }
+
+
+def test_regulator_sees_the_hours_a_mango_cold_room_spent_above_its_band(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, rows = _run(reader, _panel_sql("cold-chain", "Worst excursions"), _all())
+    assert [r[2] for r in rows] == ["coldroom-mango/temp"]
+    # Six readings at 15 °C, each standing for 20 minutes (the newest until the end of the range).
+    hours, warmest, worst = float(rows[0][4]), rows[0][5], rows[0][7]
+    assert hours == pytest.approx(6 * 20 / 60)
+    assert warmest == 15.0 and worst == pytest.approx(2.0)
+
+
+def test_mean_kinetic_temperature_of_a_steady_truck_is_its_temperature(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, rows = _run(reader, _panel_sql("cold-chain", "Mean kinetic temperature"), _all())
+    by_channel = {r[2]: r for r in rows}
+    assert by_channel["truck-citrus/temp"][4] == pytest.approx(6.5)
+    # MKT weighs warm spells more than the arithmetic mean does.
+    assert by_channel["coldroom-mango/temp"][4] > by_channel["coldroom-mango/temp"][5]
+
+
+def test_fleet_health_counts_gateways_online_and_offline(seeded: dict[str, Any], reader_url: str) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, online = _run(reader, _panel_sql("fleet-health", "Gateways online"), _all())
+        _, offline = _run(reader, _panel_sql("fleet-health", "Gateways offline"), _all())
+        _, readings = _run(reader, _panel_sql("fleet-health", "Readings in range"), _all())
+    assert (online[0][0], offline[0][0]) == (2, 1)
+    assert readings[0][0] == 7 * 504
+
+
+def test_a_cooperative_selection_shows_only_that_cooperatives_plots(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    coop_b = seeded["coops"][1]
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        variables = {
+            "cooperative": Variable(values=[str(coop_b["id"])]),
+            "product": Variable(all_value=boards.PRODUCT_ALL),
+        }
+        _, rows = _run(reader, _panel_sql("farm-environment", "Plots now"), variables)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(coop_b["name"], "teagarden-2", "tea")]
+
+
+def test_alert_rules_fire_for_a_room_too_warm_and_a_truck_too_cold(
+    conn: db.Conn, seeded: dict[str, Any], reader_url: str
+) -> None:
+    # The citrus truck (band 5-8 °C) now reads 3 °C: chilling injury risk.
+    conn.execute(
+        "UPDATE channels SET last_value = 3.0 WHERE id = %s", (seeded["channels"]["truck-citrus/temp"]["id"],)
+    )
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        results = {
+            title: reader.execute(q).fetchall()
+            for title, q in provisioning.sql_of_alert_rules(provisioning.alert_rules())
+        }
+    out_of_band = results["冷库/冷藏车超温 Cold room or truck out of band"]
+    # Both are 2 °C outside their band; the threshold (> 0) fires for each row.
+    assert sorted((r[2], r[3]) for r in out_of_band) == [
+        ("coldroom-mango/temp", 2.0),
+        ("truck-citrus/temp", 2.0),
+    ]
+
+
+def test_exported_dashboards_round_trip_through_the_sdk_types(tmp_path: Path) -> None:
+    plugins.register_default_plugins()
+    queries.register()
+    provisioning.export(tmp_path)
+    files = sorted((tmp_path / "dashboards" / "agritrace").glob("*.json"))
+    assert [f.stem for f in files] == sorted(boards.BOARDS)
+    for path in files:
+        data = json.loads(path.read_text())
+        parsed = Dashboard.from_json(data)
+        assert json.loads(json.dumps(parsed, cls=JSONEncoder)) == data
+        assert parsed.panels
+        for panel in parsed.panels:
+            assert all(isinstance(t, queries.SqlQuery) for t in getattr(panel, "targets", None) or [])
+
+
+def test_provisioning_files_are_in_grafanas_format(tmp_path: Path) -> None:
+    provisioning.export(tmp_path)
+    prov = tmp_path / "provisioning"
+    ds = provisioning.DatasourcesFile.model_validate(
+        yaml.safe_load((prov / "datasources/agritrace.yaml").read_text())
+    )
+    assert ds.datasources[0].uid == queries.DATASOURCE_UID and ds.datasources[0].jsonData.timescaledb
+    assert "password" not in json.dumps(ds.model_dump()["datasources"][0]["jsonData"])
+    providers = provisioning.DashboardsFile.model_validate(
+        yaml.safe_load((prov / "dashboards/agritrace.yaml").read_text())
+    )
+    assert providers.providers[0].options.path == provisioning.GRAFANA_DASHBOARDS_PATH
+    rules = provisioning.AlertingFile.model_validate(
+        yaml.safe_load((prov / "alerting/agritrace-cold-chain.yaml").read_text())
+    )
+    uids = [r.uid for g in rules.groups for r in g.rules]
+    assert len(uids) == len(set(uids)) == 2
+
+
+def test_a_misspelt_provisioning_field_is_refused() -> None:
+    data = provisioning.dashboard_providers().model_dump(by_alias=True)
+    data["providers"][0]["disableDeleteion"] = True
+    with pytest.raises(ValueError, match="disableDeleteion"):
+        provisioning.DashboardsFile.model_validate(data)
+
+
+def test_the_committed_grafana_provisioning_matches_the_code(tmp_path: Path) -> None:
+    provisioning.export(tmp_path)
+    committed = REPO / "deploy" / "grafana"
+    fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    stored = {
+        p.relative_to(committed): p.read_text()
+        for p in committed.rglob("*")
+        if p.is_file() and p.suffix != ".md"
+    }
+    assert stored == fresh, "run: .venv/bin/agritrace dashboards export deploy/grafana"
+
+
+def test_every_panel_reads_only_reporting_views_including_the_pending_dashboards() -> None:
+    pending_boards = [pending.certification_overview(), pending.consumer_scans()]
+    models = [*boards.build_all().values(), *(b.build() for b in pending_boards)]
+    panels = [json.loads(provisioning.dashboard_json(m))["panels"] for m in models]
+    panels.append([json.loads(json.dumps(pending.dead_letters_panel().build(), cls=JSONEncoder))])
+    sources = {
+        name
+        for board in panels
+        for panel in board
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:FROM|JOIN)\s+([a-z_][a-z_.]*)(?![a-z_.(])", target["rawSql"])
+    }
+    assert sources, "no FROM found"
+    assert all(s.startswith("reporting.") or s == "cr" for s in sources), sources
