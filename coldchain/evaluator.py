@@ -79,6 +79,7 @@ def evaluate_channel(conn: Conn, *, channel_id: int, now: datetime | None = None
 NO_DATA = """
 SELECT m.channel_id, m.profile_id, r.id AS rule_id, r.severity, r.delay_s,
        coalesce(last.t, c.first_seen) AS last_time,
+       greatest(coalesce(last.t, c.first_seen), c.last_ingested_at) AS last_heard,
        a.id AS alert_id, a.started_at AS alert_start
   FROM coldchain_monitored_channels m
   JOIN channels c ON c.id = m.channel_id
@@ -111,7 +112,9 @@ def check_silence(conn: Conn, *, now: datetime | None = None) -> None:
 
 def _silence(conn: Conn, row: dict[str, Any], now: datetime) -> Excursion | None:
     start = row["alert_start"] or row["last_time"]
-    if row["alert_id"] is None and now - row["last_time"] <= timedelta(seconds=row["delay_s"]):
+    # Silent = nothing recent in the readings AND nothing arrived lately: a gateway flushing a
+    # backlog of old readings is talking, not silent (else every flush would open and close alerts).
+    if row["alert_id"] is None and now - row["last_heard"] <= timedelta(seconds=row["delay_s"]):
         return None
     back = conn.execute(
         "SELECT min(time) AS t FROM readings WHERE channel_id = %s AND time > %s", (row["channel_id"], start)

@@ -177,8 +177,10 @@ def reconcile(
             _withdraw(conn, other, f"merged into alert {keep['id']}: late readings joined the excursions")
         _follow(conn, keep, exc)
     if withdraw_unmatched:
+        # Only what the evaluator itself decided is taken back; a person's resolution stands.
         for alert in existing:
-            if alert["id"] not in claimed and alert["status"] in LIVE:
+            mine = alert["status"] in LIVE or alert["resolved_by"] == SYSTEM
+            if alert["id"] not in claimed and mine:
                 _withdraw(conn, alert, "late readings show no excursion")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -92,7 +93,7 @@ def test_excursions_are_ordered_disjoint_and_separated_by_a_steady_return(
 ) -> None:
     excursions = evaluate(rule, points)
     assert evaluate(rule, points) == excursions  # idempotent
-    for a, b in zip(excursions, excursions[1:], strict=False):
+    for a, b in itertools.pairwise(excursions):
         assert a.end is not None and a.end < b.start
     for exc in excursions[:-1]:
         assert exc.end is not None
