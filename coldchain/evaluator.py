@@ -13,8 +13,8 @@ from agritrace.coldchain.rules import Excursion, evaluate
 from agritrace.db import Conn
 
 log = logging.getLogger(__name__)
-# How far back each evaluation reads: longer than any rule's window plus its delay, and long enough
-# for a gateway that stored and forwarded a day of readings. Open alerts extend it to their start.
+# How far back each evaluation looks for excursions: long enough for a gateway that stored and
+# forwarded a day or two of readings.
 LOOKBACK = timedelta(hours=48)
 
 PENDING = """
@@ -53,18 +53,26 @@ def evaluate_channel(conn: Conn, *, channel_id: int, now: datetime | None = None
         ).fetchone()
         if newest is None or newest["t"] is None:
             return
+        # Excursions still going on or ended after the horizon are reconciled; older ones are history.
+        # Readings are read from before the horizon (back to the start of any alert still in view,
+        # plus the longest rule window) so no excursion or cumulative window is seen cut short.
+        horizon = newest["t"] - LOOKBACK
         anchor = conn.execute(
-            "SELECT min(started_at) AS t FROM alerts WHERE channel_id = %s AND status IN ('open', 'acknowledged')",
-            (channel_id,),
+            """SELECT min(started_at) AS t FROM alerts WHERE channel_id = %s AND status <> 'withdrawn'
+                  AND coalesce(ended_at, 'infinity') >= %s""",
+            (channel_id, horizon),
         ).fetchone()
-        since = min(newest["t"] - LOOKBACK, (anchor and anchor["t"]) or newest["t"])
+        margin = timedelta(seconds=max(max(r["window_s"] or 0, r["delay_s"]) for r in rules))
+        read_from = min(horizon, (anchor and anchor["t"]) or horizon) - margin
         rows = conn.execute(
             "SELECT time, value FROM readings WHERE channel_id = %s AND time >= %s ORDER BY time",
-            (channel_id, since),
+            (channel_id, read_from),
         ).fetchall()
         points = [(r["time"], r["value"]) for r in rows]
         for rule in rules:
-            excursions = evaluate(profiles.rule_from_row(rule), points)
+            excursions = [
+                e for e in evaluate(profiles.rule_from_row(rule), points) if e.end is None or e.end >= horizon
+            ]
             service.reconcile(
                 conn,
                 channel_id=channel_id,
@@ -72,7 +80,7 @@ def evaluate_channel(conn: Conn, *, channel_id: int, now: datetime | None = None
                 profile_id=rule["profile_id"],
                 severity=rule["severity"],
                 excursions=excursions,
-                since=since,
+                since=horizon,
             )
 
 

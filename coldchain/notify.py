@@ -73,6 +73,8 @@ def publish_pending(conn: Conn, client: mqtt.Client, *, limit: int = 500, timeou
         if not live:
             infos.append(client.publish(topic, b"", qos=1, retain=True))
         for info in infos:
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:  # not connected: paho is reconnecting; retry later
+                raise ConnectionError(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
             info.wait_for_publish(timeout)
             if not info.is_published():
                 raise ConnectionError(f"MQTT publish of alert event {event['id']} not acknowledged")

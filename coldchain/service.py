@@ -147,14 +147,15 @@ def reconcile(
     since: datetime,
     withdraw_unmatched: bool = True,
 ) -> None:
-    """Makes the stored alerts of one channel and rule agree with the excursions found from `since`.
+    """Makes the stored alerts of one channel and rule agree with the excursions found that go on
+    after `since` (the alerts considered are the live ones and those ending after it).
 
     Idempotent: the same excursions leave the alerts (and the history) as they are. An alert is kept
     for each excursion; late readings may extend, merge, end or (for live alerts) withdraw them.
     """
     existing = conn.execute(
         """SELECT * FROM alerts WHERE channel_id = %s AND rule_id = %s AND status <> 'withdrawn'
-              AND (status IN ('open', 'acknowledged') OR started_at >= %s)
+              AND (status IN ('open', 'acknowledged') OR coalesce(ended_at, 'infinity') >= %s)
             ORDER BY started_at, id FOR UPDATE""",
         (channel_id, rule_id, since),
     ).fetchall()
@@ -217,7 +218,12 @@ def _follow(conn: Conn, alert: dict[str, Any], exc: Excursion) -> None:
     status, action, note = alert["status"], "updated", None
     if exc.end is not None and status in LIVE:
         status, action, note = "resolved", "resolved", "readings back in range"
-    elif exc.end is None and status == "resolved" and alert["resolved_by"] == SYSTEM:
+    elif (
+        exc.end is None
+        and status == "resolved"
+        and alert["resolved_by"] == SYSTEM
+        and not _live_exists(conn, alert)
+    ):
         status, note = "open", "reopened: late readings show the excursion went on"
     if not changed and status == alert["status"]:
         if alert["minutes_out"] != exc.minutes_out:  # grows every reading: kept current, not logged
@@ -232,6 +238,15 @@ def _follow(conn: Conn, alert: dict[str, Any], exc: Excursion) -> None:
         (exc.start, exc.end, worst, exc.minutes_out, status, status, status, SYSTEM, alert["id"]),
     )
     record(conn, alert_id=alert["id"], action=action, actor=SYSTEM, comment=note)
+
+
+def _live_exists(conn: Conn, alert: dict[str, Any]) -> bool:
+    """Is another alert of the same channel and rule live (only one may be)?"""
+    row = conn.execute(
+        "SELECT 1 FROM alerts WHERE channel_id = %s AND rule_id = %s AND status IN ('open', 'acknowledged') AND id <> %s",
+        (alert["channel_id"], alert["rule_id"], alert["id"]),
+    ).fetchone()
+    return row is not None
 
 
 def _withdraw(conn: Conn, alert: dict[str, Any], why: str) -> None:

@@ -307,3 +307,22 @@ def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
     r = client.get("/api/v1/alerts?status=bogus", headers=reg)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/alerts").status_code == 401
+
+
+def test_an_old_excursion_sliding_out_of_the_evaluation_window_is_not_alerted_twice(conn: Conn) -> None:
+    ch = watched_channel(conn)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(hours=50)
+    # Every 5 minutes for 50 hours; 90 minutes at 6 °C from 48.5 h ago, so the 48 h window cuts it.
+    values = [6.0 if 18 <= i < 36 else 11.5 for i in range(50 * 12 + 1)]
+    points = [(start + timedelta(minutes=5 * i), v) for i, v in enumerate(values)]
+    ingest(conn, ch["id"], points[:60])
+    evaluator.run_once(conn)
+    (alert,) = alerts_of(conn, ch["id"])
+    assert alert["status"] == "resolved" and alert["started_at"] == start + timedelta(minutes=90)
+    for i in range(60, len(points), 100):
+        ingest(conn, ch["id"], points[i : i + 100])
+        evaluator.run_once(conn)
+    assert [a["id"] for a in alerts_of(conn, ch["id"])] == [alert["id"]]
+    history = conn.execute("SELECT action FROM alert_events WHERE alert_id = %s ORDER BY id", (alert["id"],))
+    assert [h["action"] for h in history.fetchall()] == ["opened", "resolved"]
