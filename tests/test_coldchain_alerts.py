@@ -326,3 +326,9 @@ def test_an_old_excursion_sliding_out_of_the_evaluation_window_is_not_alerted_tw
     assert [a["id"] for a in alerts_of(conn, ch["id"])] == [alert["id"]]
     history = conn.execute("SELECT action FROM alert_events WHERE alert_id = %s ORDER BY id", (alert["id"],))
     assert [h["action"] for h in history.fetchall()] == ["opened", "resolved"]
+
+
+def test_no_gateway_can_be_named_alerts_so_none_can_forge_alert_topics(conn: Conn) -> None:
+    coop = factories.cooperative(conn)
+    with pytest.raises(Exception, match="gateways_id_not_reserved"):
+        factories.gateway(conn, cooperative_id=coop["id"], gateway_id="alerts")
