@@ -96,9 +96,9 @@ def summarize(
         },
     ).fetchone()
     assert row is not None
-    arrhenius = row.pop("arrhenius_mean")
+    arrhenius = row["arrhenius_mean"]
     # MKT only means something for temperatures (Cel).
-    mkt = DELTA_H_OVER_R / -math.log(arrhenius) - 273.15 if arrhenius and channel["unit"] == "Cel" else None
+    mkt = _mkt(arrhenius) if arrhenius and channel["unit"] == "Cel" else None
     return {
         "channel_id": channel_id,
         "gateway_id": channel["gateway_id"],
@@ -117,4 +117,40 @@ def summarize(
         "excursions": row["excursions"],
         "mkt": mkt,
         "buckets": row["buckets"],
+        "arrhenius_mean": arrhenius,
+    }
+
+
+def _mkt(arrhenius_mean: float) -> float:
+    """Mean kinetic temperature in °C from the mean of exp(-ΔH/RT) over the readings."""
+    return DELTA_H_OVER_R / -math.log(arrhenius_mean) - 273.15
+
+
+def summarize_custody(
+    conn: Conn, *, intervals: list[tuple[int, datetime, datetime]], cooperative_id: int | None = None
+) -> dict[str, Any]:
+    """A batch's cold chain: the summaries of the (channel, start, end) intervals it spent in custody,
+    each against its own channel's band, combined (MKT over all temperature readings together)."""
+    parts = [
+        summarize(conn, channel_id=ch, start=start, end=end, cooperative_id=cooperative_id)
+        for ch, start, end in intervals
+    ]
+    temps = [p for p in parts if p["unit"] == "Cel" and p["readings"]]
+    n_temp = sum(p["readings"] for p in temps)
+    arrhenius = sum(p["arrhenius_mean"] * p["readings"] for p in temps) / n_temp if n_temp else None
+    with_data = [p for p in parts if p["readings"]]
+    n = sum(p["readings"] for p in with_data)
+    return {
+        "intervals": [{k: v for k, v in p.items() if k not in ("buckets", "arrhenius_mean")} for p in parts],
+        "temperature": {
+            "readings": n_temp,
+            "min": min((p["min"] for p in temps), default=None),
+            "max": max((p["max"] for p in temps), default=None),
+            "mean": sum(p["mean"] * p["readings"] for p in temps) / n_temp if n_temp else None,
+            "mkt": _mkt(arrhenius) if arrhenius else None,
+        },
+        "readings": n,
+        "minutes_in_band": sum(p["minutes_in_band"] for p in parts),
+        "minutes_out_of_band": sum(p["minutes_out_of_band"] for p in parts),
+        "excursions": sum(p["excursions"] for p in parts),
     }

@@ -227,3 +227,26 @@ def test_operator_sets_a_channels_profile_from_the_cli(conn: Conn, database: str
         env={"AGRITRACE_DATABASE_URL": database, "PATH": "/usr/bin:/bin", "AGRITRACE_ENV_FILE": "/dev/null"},
     )
     assert bad.returncode == 1 and "no profile named 'banana'" in bad.stderr
+
+
+def test_a_batchs_cold_chain_combines_the_rooms_and_trucks_it_was_in(conn: Conn) -> None:
+    gw = factories.gateway(conn)["id"]
+    room = watched_channel(conn, gateway_id=gw, name="room/temp")
+    truck = watched_channel(conn, gateway_id=gw, name="truck/temp")
+    start = datetime(2026, 7, 1, tzinfo=UTC)
+    room_values, truck_values = [12.0] * 120, [11.0] * 30 + [7.0] * 30
+    factories.readings(conn, channel_id=room["id"], points=series(start, room_values))
+    factories.readings(conn, channel_id=truck["id"], points=series(start + timedelta(hours=2), truck_values))
+    s = summary.summarize_custody(
+        conn,
+        intervals=[
+            (room["id"], start, start + timedelta(hours=2)),
+            (truck["id"], start + timedelta(hours=2), start + timedelta(hours=3)),
+        ],
+    )
+    values = room_values + truck_values
+    mkt = 10000 / -math.log(sum(math.exp(-10000 / (v + 273.15)) for v in values) / len(values)) - 273.15
+    assert s["temperature"]["mkt"] == pytest.approx(mkt, abs=1e-6)
+    assert s["temperature"]["mean"] == pytest.approx(sum(values) / len(values))
+    assert (s["temperature"]["min"], s["temperature"]["max"], s["readings"]) == (7.0, 12.0, 180)
+    assert s["excursions"] == 1 and s["minutes_out_of_band"] == 29
