@@ -134,7 +134,6 @@ def _silence(conn: Conn, row: dict[str, Any], now: datetime) -> Excursion | None
 
 def run_once(conn: Conn, *, now: datetime | None = None) -> int:
     """One pass: evaluates the channels with new readings, then the silence check; returns how many."""
-    profiles.ensure_defaults(conn)
     pending = conn.execute(PENDING).fetchall()
     for row in pending:
         try:

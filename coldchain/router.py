@@ -66,27 +66,31 @@ def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str
 
 
 @router.post("/alerts/{alert_id}/acknowledge", response_model=schemas.AlertDetail)
-def acknowledge(alert_id: int, body: schemas.Note, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+def acknowledge(
+    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: schemas.Note | None = None
+) -> dict[str, Any]:
     """Acknowledges an open alert (someone is on it)."""
     service.acknowledge(
         conn,
         alert_id=alert_id,
         actor=_actor(principal),
         cooperative_id=principal.cooperative_id,
-        comment=body.comment,
+        comment=body.comment if body else None,
     )
     return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
 
 
 @router.post("/alerts/{alert_id}/resolve", response_model=schemas.AlertDetail)
-def resolve(alert_id: int, body: schemas.Note, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
+def resolve(
+    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: schemas.Note | None = None
+) -> dict[str, Any]:
     """Resolves an open or acknowledged alert by hand."""
     service.resolve(
         conn,
         alert_id=alert_id,
         actor=_actor(principal),
         cooperative_id=principal.cooperative_id,
-        comment=body.comment,
+        comment=body.comment if body else None,
     )
     return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
 

@@ -196,18 +196,29 @@ def _open(
 ) -> None:
     # An excursion that is already over when first seen (a burst of stored readings) is recorded
     # too, opened and resolved at once, so a late logger upload never hides one.
+    ended = exc.end is not None
     row = conn.execute(
-        """INSERT INTO alerts (channel_id, rule_id, profile_id, severity, started_at, ended_at, worst_value, minutes_out)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id""",
-        (channel_id, rule_id, profile_id, severity, exc.start, exc.end, _worst(exc.worst), exc.minutes_out),
+        """INSERT INTO alerts (channel_id, rule_id, profile_id, severity, started_at, ended_at, worst_value,
+                               minutes_out, status, resolved_at, resolved_by)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END, %s) RETURNING id""",
+        (
+            channel_id,
+            rule_id,
+            profile_id,
+            severity,
+            exc.start,
+            exc.end,
+            _worst(exc.worst),
+            exc.minutes_out,
+            "resolved" if ended else "open",
+            ended,
+            SYSTEM if ended else None,
+        ),
     ).fetchone()
     assert row is not None
+    # The history still tells it as it happened: opened, then resolved.
     record(conn, alert_id=row["id"], action="opened", actor=SYSTEM)
-    if exc.end is not None:
-        conn.execute(
-            "UPDATE alerts SET status = 'resolved', resolved_at = now(), resolved_by = %s WHERE id = %s",
-            (SYSTEM, row["id"]),
-        )
+    if ended:
         record(conn, alert_id=row["id"], action="resolved", actor=SYSTEM, comment="readings back in range")
 
 

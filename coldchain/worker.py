@@ -10,7 +10,7 @@ import threading
 import httpx
 import psycopg
 
-from agritrace.coldchain import evaluator, notify
+from agritrace.coldchain import evaluator, notify, profiles
 from agritrace.db import Conn, connect
 from agritrace.mqtt import connect_blocking, new_client
 from agritrace.settings import Settings
@@ -39,6 +39,7 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
             try:
                 with connect(settings.database_url, autocommit=True) as conn:
                     _hold_lock(conn, stop)
+                    profiles.ensure_defaults(conn)
                     while not stop.is_set():
                         evaluator.run_once(conn)
                         notify.publish_pending(conn, client)

@@ -19,6 +19,8 @@ import factories
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agritrace.api import tokens
 from agritrace.api.app import create_app
@@ -164,9 +166,11 @@ def _episode(start: datetime) -> list[tuple[datetime, float]]:
     return series(start, values)
 
 
-def _evaluated_in_chunks(conn: Conn, channel_id: int, points: list[tuple[datetime, float]]) -> None:
-    for i in range(0, len(points), 15):
-        ingest(conn, channel_id, points[i : i + 15])
+def _evaluated_in_chunks(
+    conn: Conn, channel_id: int, points: list[tuple[datetime, float]], size: int = 15
+) -> None:
+    for i in range(0, len(points), size):
+        ingest(conn, channel_id, points[i : i + size])
         evaluator.run_once(conn)
 
 
@@ -270,7 +274,7 @@ def test_cooperative_acknowledges_comments_and_resolves_its_alert_with_history(
     assert history[-1]["comment"] == "fruit inspected, no damage"
 
     # Resolving twice is a conflict (problem+json), and the history cannot be rewritten.
-    r = client.post(url + "/resolve", json={}, headers=mine)
+    r = client.post(url + "/resolve", headers=mine)  # the comment is optional
     assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
     with pytest.raises(Exception, match="append-only"):
         conn.execute("UPDATE alert_events SET comment = 'nothing happened'")
@@ -332,3 +336,32 @@ def test_no_gateway_can_be_named_alerts_so_none_can_forge_alert_topics(conn: Con
     coop = factories.cooperative(conn)
     with pytest.raises(Exception, match="gateways_id_not_reserved"):
         factories.gateway(conn, cooperative_id=coop["id"], gateway_id="alerts")
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([5.0, 9.7, 10.2, 10.7, 12.0]), st.integers(min_value=1, max_value=50)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(min_value=1, max_value=60),
+    st.randoms(use_true_random=False),
+)
+def test_property_any_arrival_order_and_chunking_gives_the_in_order_alerts(
+    conn: Conn, levels: list[tuple[float, int]], chunk: int, rnd: random.Random
+) -> None:
+    # Levels held for 1-50 minutes: runs past the 30 minute delay, short dips and flapping all occur.
+    gw = factories.gateway(conn)["id"]
+    in_order = watched_channel(conn, gateway_id=gw, name="a/temp")
+    shuffled = watched_channel(conn, gateway_id=gw, name="b/temp")
+    values = [v for v, minutes in levels for _ in range(minutes)]
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=len(values))
+    points = series(start, values)
+    ingest(conn, in_order["id"], points)
+    evaluator.run_once(conn)
+    noisy = points + rnd.sample(points, k=len(points) // 4)
+    rnd.shuffle(noisy)
+    _evaluated_in_chunks(conn, shuffled["id"], noisy, size=chunk)
+    assert _comparable(conn, shuffled["id"]) == _comparable(conn, in_order["id"])
