@@ -132,8 +132,9 @@ def _silence(conn: Conn, row: dict[str, Any], now: datetime) -> Excursion | None
     return Excursion(start=start, end=end, worst=math.nan, minutes_out=minutes)
 
 
-def run_once(conn: Conn, *, now: datetime | None = None) -> int:
-    """One pass: evaluates the channels with new readings, then the silence check; returns how many."""
+def run_once(conn: Conn, *, now: datetime | None = None, silence: bool = True) -> int:
+    """One pass: evaluates the channels with new readings, then (if asked) the silence check;
+    returns how many channels were evaluated."""
     pending = conn.execute(PENDING).fetchall()
     for row in pending:
         try:
@@ -147,5 +148,6 @@ def run_once(conn: Conn, *, now: datetime | None = None) -> int:
                ON CONFLICT (channel_id) DO UPDATE SET evaluated_ingest = EXCLUDED.evaluated_ingest""",
             (row["channel_id"], row["last_ingested_at"]),
         )
-    check_silence(conn, now=now)
+    if silence:
+        check_silence(conn, now=now)
     return len(pending)

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import httpx
 import psycopg
@@ -18,6 +19,7 @@ from agritrace.settings import Settings
 log = logging.getLogger(__name__)
 # One evaluator per database at a time: a second one waits on this lock (a warm standby).
 LOCK_KEY = 0x41677243  # "AgrC"
+SILENCE_CHECK_EVERY = 5.0  # seconds
 
 
 def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | None = None) -> None:
@@ -40,8 +42,14 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
                 with connect(settings.database_url, autocommit=True) as conn:
                     _hold_lock(conn, stop)
                     profiles.ensure_defaults(conn)
+                    last_silence_check = 0.0
                     while not stop.is_set():
-                        evaluator.run_once(conn)
+                        # Silence is measured in tens of minutes: checking it every few seconds is
+                        # plenty, while new readings are looked at every `interval`.
+                        silence = time.monotonic() - last_silence_check >= SILENCE_CHECK_EVERY
+                        evaluator.run_once(conn, silence=silence)
+                        if silence:
+                            last_silence_check = time.monotonic()
                         notify.publish_pending(conn, client)
                         stop.wait(interval)
             except (psycopg.OperationalError, ConnectionError) as exc:
