@@ -76,6 +76,9 @@ def evaluate(rule: Rule, readings: Iterable[tuple[datetime, float]]) -> list[Exc
     left = 0
     active: _Open | None = None
     clear_start: datetime | None = None
+    # A cumulative rule re-arms only once the window's total is back under the delay, so a room that
+    # used up its budget and keeps dipping does not open an alert per dip.
+    armed = True
     for i, (t, v) in enumerate(points):
         if rule.mode == "cumulative":
             assert rule.window is not None
@@ -86,32 +89,36 @@ def evaluate(rule: Rule, readings: Iterable[tuple[datetime, float]]) -> list[Exc
                 if rule.beyond(points[left][1]):
                     window_out -= dwell[left]
                 left += 1
+            armed = armed or window_out < rule.delay
         if active is None:
+            clear_start = None
             if rule.mode == "single":
                 if not rule.beyond(v):
                     run_start = None
                     continue
                 run_start = run_start or t
-                if t - run_start >= rule.delay:
-                    active = _begin(rule, points, run_start, i, dwell)
-            elif window_out >= rule.delay and rule.beyond(v):
+                if t - run_start < rule.delay:
+                    continue
+                active = _begin(rule, points, run_start, i, dwell)
+            else:
+                if not (armed and window_out >= rule.delay):
+                    continue
+                # The budget ran out with the previous reading; the excursion covers the dips in the window.
                 first = next(j for j in range(left, i + 1) if rule.beyond(points[j][1]))
                 active = _begin(rule, points, points[first][0], i, dwell)
-            clear_start = None
-            continue
-        # An excursion is open: track it, and end it only after a steady return (hysteresis).
-        if rule.beyond(v):
-            active.worst = rule.worse(active.worst, v)
-        if i > 0 and rule.beyond(points[i - 1][1]):
-            active.out += dwell[i - 1]
-        back = rule.cleared(v) and (rule.mode == "single" or window_out < rule.delay)
-        if not back:
+        else:
+            # An excursion is open: track it, and end it only after a steady return (hysteresis).
+            if rule.beyond(v):
+                active.worst = rule.worse(active.worst, v)
+            if i > 0 and rule.beyond(points[i - 1][1]):
+                active.out += dwell[i - 1]
+        if not rule.cleared(v):
             clear_start = None
             continue
         clear_start = clear_start or t
         if t - clear_start >= rule.clear_delay:
             excursions.append(active.finish(clear_start))
-            active, run_start, clear_start = None, None, None
+            active, run_start, clear_start, armed = None, None, None, rule.mode == "single"
     if active is not None:
         excursions.append(active.finish(None))
     return excursions
@@ -142,5 +149,5 @@ def _begin(
         worst = v if worst is None else rule.worse(worst, v)
         if j < upto:
             out += dwell[j]
-    assert worst is not None  # reading `upto` itself is beyond
+    assert worst is not None  # a run or a window with time beyond has readings beyond
     return _Open(start=start, worst=worst, out=out)

@@ -60,11 +60,14 @@ def test_oscillating_every_minute_across_the_threshold_gives_at_most_one_excursi
 
 
 def test_cumulative_rule_counts_short_dips_within_its_window() -> None:
-    # 15 minutes cold every hour: never 30 min at once, but 120 min in total after 8 hours.
+    # 15 minutes cold every hour: never 30 min at once, but 120 min in total after the 8th dip.
     hour = [6.0] * 15 + [11.5] * 45
     (exc,) = evaluate(CUMULATIVE, minutes(hour * 10))
-    assert exc.end is None
+    assert exc.start == T0  # the excursion covers the dips that used up the budget
+    assert exc.end == T0 + timedelta(hours=7, minutes=15)  # back in band: ends; not re-armed after
+    assert exc.minutes_out == 120
     assert exc.worst == 6.0
+    assert evaluate(CHILLING, minutes(hour * 10)) == []
 
 
 readings_strategy = st.lists(
@@ -100,3 +103,11 @@ def test_excursions_are_ordered_disjoint_and_separated_by_a_steady_return(
     for exc in excursions:
         assert rule.beyond(exc.worst)
         assert exc.minutes_out >= 0
+
+
+def test_cumulative_excursion_ends_back_in_band_and_rearms_only_when_the_budget_recovers() -> None:
+    # 150 min cold (budget of 120 min used up), 30 min back in band, then a short dip again.
+    points = minutes([6.0] * 150 + [11.5] * 30 + [6.0] * 10 + [11.5] * 30)
+    first, *rest = evaluate(CUMULATIVE, points)
+    assert first.end == T0 + timedelta(minutes=150)
+    assert rest == []  # the dip comes while the 24 h window still holds 150 min: no second alert
