@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from agritrace import __version__
 from agritrace.api import audit_router, health, problems, protection, token_router
+from agritrace.coldchain import router as coldchain_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
 
@@ -60,4 +61,5 @@ def create_app() -> FastAPI:
     protection.install(app)
     app.include_router(token_router.router)
     app.include_router(audit_router.router)
+    app.include_router(coldchain_router.router)
     return app

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from agritrace.api.cli import api_app, audit_app, token_app
+from agritrace.coldchain.cli import alerts_app, channels_app
 from agritrace.dashboards.cli import dashboards_app
 from agritrace.db import migrate
 from agritrace.devices.cli import broker_app
@@ -20,6 +21,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(channels_app, name="channels")
+app.add_typer(alerts_app, name="alerts")
 
 
 @db_app.command("migrate")

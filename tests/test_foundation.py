@@ -17,7 +17,7 @@ from agritrace.db import Conn
 from agritrace.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["api", "devices", "ingest", "trace", "dashboards"]
+SUBPACKAGES = ["api", "devices", "ingest", "trace", "dashboards", "coldchain"]
 
 
 @pytest.fixture

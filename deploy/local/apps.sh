@@ -51,6 +51,9 @@ apps() {
   if [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' ingest '; then
     for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
   fi
+  if [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' alerts '; then
+    echo alerts
+  fi
 }
 
 case "${1:-}" in
@@ -59,6 +62,7 @@ case "${1:-}" in
     start_one api "$BIN/agritrace" api run --port "$API_PORT"
     for name in $(apps); do
       case "$name" in ingest-*) start_one "$name" "$BIN/agritrace" ingest run --worker-id "${name#ingest-}";; esac
+      case "$name" in alerts) start_one alerts "$BIN/agritrace" alerts run;; esac
     done
     wait_healthy ;;
   stop)

@@ -1,0 +1,1 @@
+"""Cold chain: product profiles, excursion rules, alerts and their notifications, summaries."""

@@ -1,0 +1,83 @@
+"""The `agritrace alerts run` process: evaluate, then publish alert changes on MQTT; webhooks in a thread."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import httpx
+import psycopg
+
+from agritrace.coldchain import evaluator, notify, profiles
+from agritrace.db import Conn, connect
+from agritrace.mqtt import connect_blocking, new_client
+from agritrace.settings import Settings
+
+log = logging.getLogger(__name__)
+# One evaluator per database at a time: a second one waits on this lock (a warm standby).
+LOCK_KEY = 0x41677243  # "AgrC"
+SILENCE_CHECK_EVERY = 5.0  # seconds
+
+
+def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | None = None) -> None:
+    """Runs until `stop` is set (or SIGTERM/SIGINT when called from the main thread)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    client = new_client(
+        f"agritrace-alerts-{os.getpid()}-{threading.get_ident() % 10000}",
+        username=settings.mqtt_ingest_username,
+        password=settings.mqtt_ingest_password.get_secret_value(),
+    )
+    connect_blocking(client, settings)  # then paho's loop reconnects by itself
+    hooks = threading.Thread(target=_webhooks, args=(settings, interval, stop), name="webhooks", daemon=True)
+    hooks.start()
+    try:
+        while not stop.is_set():
+            try:
+                with connect(settings.database_url, autocommit=True) as conn:
+                    _hold_lock(conn, stop)
+                    profiles.ensure_defaults(conn)
+                    last_silence_check = 0.0
+                    while not stop.is_set():
+                        # Silence is measured in tens of minutes: checking it every few seconds is
+                        # plenty, while new readings are looked at every `interval`.
+                        silence = time.monotonic() - last_silence_check >= SILENCE_CHECK_EVERY
+                        evaluator.run_once(conn, silence=silence)
+                        if silence:
+                            last_silence_check = time.monotonic()
+                        notify.publish_pending(conn, client)
+                        stop.wait(interval)
+            except (psycopg.OperationalError, ConnectionError) as exc:
+                log.warning("alerts: %s; retrying in 2 s", exc)
+                stop.wait(2)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        hooks.join(timeout=10)
+
+
+def _hold_lock(conn: Conn, stop: threading.Event) -> None:
+    while not stop.is_set():
+        row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LOCK_KEY,)).fetchone()
+        if row and row["ok"]:
+            return
+        stop.wait(2)
+
+
+def _webhooks(settings: Settings, interval: float, stop: threading.Event) -> None:
+    """Delivers alert changes to webhooks; a slow receiver delays only the webhooks, never the alerts."""
+    with httpx.Client(timeout=5.0) as http:
+        while not stop.is_set():
+            try:
+                with connect(settings.database_url, autocommit=True) as conn:
+                    while not stop.is_set():
+                        if notify.deliver_pending(conn, http) == 0:
+                            stop.wait(interval)
+            except psycopg.OperationalError as exc:
+                log.warning("webhooks: %s; retrying in 2 s", exc)
+                stop.wait(2)
