@@ -12,6 +12,7 @@ from psycopg_pool import ConnectionPool
 
 from agritrace import __version__
 from agritrace.api import health, problems
+from agritrace.devices import router as devices_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
 
@@ -57,4 +58,5 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(devices_router.router)
     return app

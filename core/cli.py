@@ -8,8 +8,9 @@ import typer
 
 from agritrace.api.cli import api_app, token_app
 from agritrace.db import migrate
-from agritrace.devices.cli import broker_app
+from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
+from agritrace.ingest.cli import ingest_app
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -17,6 +18,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
 app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
+app.add_typer(gateways_app, name="gateways")
+app.add_typer(ingest_app, name="ingest")
 
 
 @db_app.command("migrate")

@@ -42,28 +42,34 @@ class DynamicSecurity:
         self._lock = threading.Lock()
         self._answered = threading.Event()
         self._responses: list[dict[str, Any]] = []
+        self._expect = ""
         client.message_callback_add(RESPONSE_TOPIC, self._on_response)
         result, _mid = client.subscribe(RESPONSE_TOPIC, qos=1)
         if result != mqtt.MQTT_ERR_SUCCESS:
             raise BrokerError(f"cannot subscribe to {RESPONSE_TOPIC}: {mqtt.error_string(result)}")
 
     def _on_response(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._responses = json.loads(msg.payload).get("responses", [])
-        self._answered.set()
+        # Every admin session (other API processes, other test runs) receives every answer on the
+        # response topic: keep only the answer to our own request, or a retry would run it twice.
+        responses = json.loads(msg.payload).get("responses", [])
+        if (
+            self._expect
+            and responses
+            and str(responses[0].get("correlationData", "")).startswith(self._expect)
+        ):
+            self._responses = responses
+            self._answered.set()
 
     def run(self, *commands: dict[str, Any], tolerate: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Runs commands in one request; raises BrokerError on any error not in `tolerate`."""
         tag = secrets.token_hex(8)
         batch = [dict(c, correlationData=f"{tag}-{i}") for i, c in enumerate(commands)]
         with self._lock:
+            self._expect = tag
             for _attempt in range(3):  # the response subscription may not be active yet
                 self._answered.clear()
                 self._client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=1)
-                if (
-                    self._answered.wait(self._timeout)
-                    and self._responses
-                    and str(self._responses[0].get("correlationData", "")).startswith(tag)
-                ):
+                if self._answered.wait(self._timeout):
                     break
             else:
                 raise BrokerError("no answer from the broker's dynamic-security plugin")
@@ -127,3 +133,54 @@ def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:
     """The roles a broker client has."""
     (response,) = dynsec.run({"command": "getClient", "username": username})
     return [r["rolename"] for r in response.get("data", {}).get("client", {}).get("roles", [])]
+
+
+def gateway_role(gateway_id: str) -> str:
+    """The broker role that lets one gateway publish under its own topic prefix only."""
+    return f"agritrace-gateway-{gateway_id}"
+
+
+def new_password() -> str:
+    """A fresh gateway password (shown once; Mosquitto keeps only a salted hash)."""
+    return secrets.token_urlsafe(24)
+
+
+def provision_gateway(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
+    """Creates the gateway's client and role; publishing is allowed only on agritrace/v1/{id}/#."""
+    role = gateway_role(gateway_id)
+    dynsec.run({"command": "createRole", "rolename": role}, tolerate=ALREADY)
+    dynsec.run(
+        {
+            "command": "addRoleACL",
+            "rolename": role,
+            "acltype": "publishClientSend",
+            "topic": f"agritrace/v1/{gateway_id}/#",
+            "allow": True,
+        },
+        tolerate=ALREADY,
+    )
+    dynsec.run(
+        {
+            "command": "createClient",
+            "username": gateway_id,
+            "password": password,
+            "roles": [{"rolename": role}],
+        }
+    )
+
+
+def set_gateway_password(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
+    """Replaces the gateway's password; a disable/enable cycle drops any session using the old one."""
+    dynsec.run({"command": "setClientPassword", "username": gateway_id, "password": password})
+
+
+def set_gateway_enabled(dynsec: DynamicSecurity, gateway_id: str, enabled: bool) -> None:
+    """Enables or disables the gateway's client (disabling also disconnects it)."""
+    dynsec.run({"command": "enableClient" if enabled else "disableClient", "username": gateway_id})
+
+
+def remove_gateway(dynsec: DynamicSecurity, gateway_id: str) -> None:
+    """Deletes the gateway's client and role from the broker (tests, decommissioning)."""
+    missing = ("not found", "Client not found", "Role not found")
+    dynsec.run({"command": "deleteClient", "username": gateway_id}, tolerate=missing)
+    dynsec.run({"command": "deleteRole", "rolename": gateway_role(gateway_id)}, tolerate=missing)
