@@ -10,7 +10,7 @@ from agritrace.api.cli import api_app, token_app
 from agritrace.db import migrate
 from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
-from agritrace.ingest.cli import ingest_app
+from agritrace.ingest.cli import ingest_app, simulate
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -20,6 +20,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
 app.add_typer(gateways_app, name="gateways")
 app.add_typer(ingest_app, name="ingest")
+app.command("simulate")(simulate)
 
 
 @db_app.command("migrate")

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from agritrace import db
 from agritrace.api import tokens
 from agritrace.api.app import create_app
 from agritrace.devices import broker, service
+from agritrace.ingest import simulate as sim
 from agritrace.mqtt import connect_blocking, connect_properties, new_client
 from agritrace.settings import get_settings
 
@@ -379,3 +381,42 @@ def test_two_workers_share_the_load_and_killing_one_loses_nothing_and_doubles_no
     wait_for(lambda: count(database, "SELECT count(*) FROM readings") >= expected, timeout=120)
     time.sleep(1)
     assert count(database, "SELECT count(*) FROM readings") == expected
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A demo of our own on the shared broker (unique ids), removed afterwards."""
+    prefix = f"t{secrets.token_hex(3)}"
+    yield prefix, tmp_path / "simulator-gateways.json"
+    with broker.admin_session() as dynsec:
+        for demo_id, _coop, _kind in sim.DEMO:
+            broker.remove_gateway(dynsec, demo_id.replace("demo", prefix, 1))
+
+
+def test_demo_provisions_once_keeps_credentials_private_and_its_readings_are_ingested(
+    database: str, demo: tuple[str, Path]
+) -> None:
+    prefix, path = demo
+    settings = get_settings()
+    first = sim.demo_gateways(settings, path, prefix=prefix)
+    again = sim.demo_gateways(settings, path, prefix=prefix)
+    assert [(g.gateway_id, g.password) for g in first] == [(g.gateway_id, g.password) for g in again]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stack = Stack(database)
+    try:
+        stack.start_worker(1)
+        stack.wait_subscribed(first[0].gateway_id, first[0].password)
+        # The first gateway is offline for the first rounds and then forwards what it stored.
+        first[0].offline_until = time.time() + 0.5
+        sent = sim.run(
+            first, settings, interval=0.2, rounds=5, excursions=[], dropout=0, seed=1, stop=threading.Event()
+        )
+        assert sent == 5 * len(first)
+        expected = sum(len(sim.KINDS[g.kind][1]) for g in first) * 5 + 1  # and the probe
+        wait_for(lambda: count(database, "SELECT count(*) FROM readings") == expected)
+        online = count(
+            database, "SELECT count(*) FROM gateways WHERE online AND id LIKE %s", (prefix + "-%",)
+        )
+        assert online == len(sim.DEMO)
+    finally:
+        stack.close()

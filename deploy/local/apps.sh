@@ -13,6 +13,7 @@ BIN="$repo/.venv/bin"
 RUN="$STATE/run"; LOGS="$STATE/log"
 API_PORT="${AGRITRACE_API_PORT:-8000}"
 INGEST_WORKERS="${AGRITRACE_INGEST_WORKERS:-2}"
+SIMULATOR="${AGRITRACE_SIMULATOR:-1}"  # 0: no demo gateways
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -51,6 +52,9 @@ apps() {
   if [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' ingest '; then
     for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
   fi
+  if [ "$SIMULATOR" = 1 ] && [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' simulate '; then
+    echo simulator
+  fi
 }
 
 case "${1:-}" in
@@ -59,6 +63,8 @@ case "${1:-}" in
     start_one api "$BIN/agritrace" api run --port "$API_PORT"
     for name in $(apps); do
       case "$name" in ingest-*) start_one "$name" "$BIN/agritrace" ingest run --worker-id "${name#ingest-}";; esac
+      # Demo gateways (credentials in $STATE/simulator-gateways.json, mode 600) at a gentle rate.
+      case "$name" in simulator) AGRITRACE_STATE_DIR="$STATE" start_one simulator "$BIN/agritrace" simulate --demo --interval 10;; esac
     done
     wait_healthy ;;
   stop)
