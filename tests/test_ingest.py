@@ -6,15 +6,18 @@ import json
 import os
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +26,7 @@ from agritrace import db
 from agritrace.api import tokens
 from agritrace.api.app import create_app
 from agritrace.devices import broker, service
+from agritrace.ingest import retention
 from agritrace.ingest import simulate as sim
 from agritrace.mqtt import connect_blocking, connect_properties, new_client
 from agritrace.settings import get_settings
@@ -420,3 +424,56 @@ def test_demo_provisions_once_keeps_credentials_private_and_its_readings_are_ing
         assert online == len(sim.DEMO)
     finally:
         stack.close()
+
+
+def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with db.connect(database, autocommit=True) as conn:
+        coop = service.get_or_create_cooperative(conn, name="c")
+        conn.execute("INSERT INTO gateways (id, cooperative_id) VALUES ('gw-retention', %s)", (coop,))
+        ch = conn.execute(
+            "INSERT INTO channels (gateway_id, name) VALUES ('gw-retention', 't') RETURNING id"
+        ).fetchone()
+        assert ch is not None
+        conn.execute(
+            """INSERT INTO readings (time, channel_id, value)
+               VALUES (now() - interval '4 years', %s, 1), (now() - interval '1 day', %s, 2)""",
+            (ch["id"], ch["id"]),
+        )
+        # A guard (the cold-chain summaries' hook) that is not ready yet keeps everything.
+        monkeypatch.setattr(retention, "_guards", [lambda _c, cutoff: cutoff - timedelta(days=3650)])
+        assert retention.enforce(conn, days=365) == []
+        monkeypatch.setattr(retention, "_guards", [])
+        assert len(retention.enforce(conn, days=365, dry_run=True)) == 1
+        assert count(database, "SELECT count(*) FROM readings") == 2
+    out = subprocess.run(
+        [AGRITRACE, "ingest", "retention", "--days", "365"],
+        env=dict(os.environ, AGRITRACE_DATABASE_URL=database),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out.startswith("dropped 1 chunk")
+    assert count(database, "SELECT count(*) FROM readings") == 1
+
+
+def test_worker_serves_prometheus_metrics(stack: Stack) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stack.start_worker(1, AGRITRACE_INGEST_METRICS_PORT=str(port))
+    gw, password = stack.gateway()
+    stack.wait_subscribed(gw, password)
+    publish_packs(gw, password, [b"[]"])
+    text = ""
+    for _ in range(50):
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        if 'agritrace_ingest_dead_letters_total{reason="not-senml"} 1.0' in text:
+            break
+        time.sleep(0.1)
+    assert 'agritrace_ingest_dead_letters_total{reason="not-senml"} 1.0' in text
+    assert "agritrace_ingest_readings_total 1.0" in text
+    assert "agritrace_ingest_batch_commit_seconds_bucket" in text
+    assert "agritrace_ingest_commit_lag_seconds_count" in text
