@@ -155,13 +155,14 @@ class Worker:
         deadline = first.arrived + s.ingest_flush_interval
         self._add(batch, first)
         while len(batch.rows) < s.ingest_batch_readings and len(batch.messages) < s.ingest_receive_maximum:
+            # Whatever already waits joins the batch even when the deadline has passed (messages
+            # that arrived during the previous commit); only waiting for more is bounded by it.
             wait = deadline - time.time()
-            if wait <= 0:
-                break
             try:
-                self._add(batch, self.inbox.get(timeout=wait))
+                msg = self.inbox.get_nowait() if wait <= 0 else self.inbox.get(timeout=wait)
             except queue.Empty:
                 break
+            self._add(batch, msg)
         metrics.QUEUE.set(self.inbox.qsize() + len(batch.messages))
         return batch
 
