@@ -244,7 +244,10 @@ def test_publishing_under_another_gateways_topic_is_refused_and_nothing_stored(
     publish_packs(gw_a, pw_a, [[{"n": "after", "v": 1, "u": "/"}]])  # a marker behind it, on its own topic
     wait_for(lambda: count(database, "SELECT count(*) FROM channels WHERE name = 'after'") == 1)
     assert count(database, "SELECT count(*) FROM channels WHERE gateway_id = %s", (gw_b,)) == 0
-    assert count(database, "SELECT count(*) FROM dead_letters") == 0
+    # (Other test runs on the shared broker may leave unknown-gateway dead letters: look at ours only.)
+    assert (
+        count(database, "SELECT count(*) FROM dead_letters WHERE gateway_id IN (%s, %s)", (gw_a, gw_b)) == 0
+    )
 
 
 def test_wrong_password_is_refused_by_the_broker(stack: Stack) -> None:
@@ -301,15 +304,18 @@ def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason_and_good_ones
     packs.append(good(len(bad)))
     publish_packs(gw, password, packs)
     publish_packs(gw, password, [b"maybe"], topic=f"agritrace/v1/{gw}/status")
-    wait_for(lambda: count(database, "SELECT count(*) FROM dead_letters") == len(bad) + 1)
+    ours = "SELECT count(*) FROM dead_letters WHERE gateway_id = %s"
+    wait_for(lambda: count(database, ours, (gw,)) == len(bad) + 1)
     wait_for(lambda: count(database, "SELECT count(*) FROM readings") == len(bad) + 1 + 1)  # and the probe
     with db.connect(database, autocommit=True) as conn:
-        rows = conn.execute("SELECT topic, gateway_id, reason, payload FROM dead_letters").fetchall()
+        rows = conn.execute(
+            "SELECT topic, gateway_id, reason, payload FROM dead_letters WHERE gateway_id = %s", (gw,)
+        ).fetchall()
     assert sorted(r["reason"] for r in rows) == sorted([*bad, "bad-status"])
     by_reason = {r["reason"]: r for r in rows}
     assert by_reason["not-json"]["payload"] == b"{not json"
     assert by_reason["not-json"]["topic"] == f"agritrace/v1/{gw}/senml"
-    assert all(r["gateway_id"] == gw for r in rows)
+    assert all(r["topic"].startswith(f"agritrace/v1/{gw}/") for r in rows)
 
 
 def test_gateway_online_state_follows_birth_and_will(stack: Stack, database: str) -> None:
