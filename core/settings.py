@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     ingest_max_age_days: float = Field(default=30, gt=0)  # older readings are dead-lettered
     ingest_retention_days: int = Field(default=3 * 365, ge=1)  # raw readings are dropped after this
     ingest_retention_interval: float = Field(default=3600, ge=0)  # how often worker 1 enforces it; 0 = never
+    ingest_dead_letter_days: int = Field(default=90, ge=1)  # dead letters are deleted after this
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:

@@ -40,8 +40,11 @@ def ingest_retention(
     settings = get_settings()
     with db.connect(autocommit=True) as conn:
         chunks = retention.enforce(conn, days=days or settings.ingest_retention_days, dry_run=dry_run)
+        purged = 0 if dry_run else retention.purge_dead_letters(conn, days=settings.ingest_dead_letter_days)
     verb = "would drop" if dry_run else "dropped"
     typer.echo(f"{verb} {len(chunks)} chunk(s)" + "".join(f"\n  {c}" for c in chunks))
+    if purged:
+        typer.echo(f"deleted {purged} dead letter(s) older than {settings.ingest_dead_letter_days} days")
 
 
 def simulate(

@@ -49,3 +49,9 @@ def enforce(conn: Conn, *, days: int, dry_run: bool = False) -> list[str]:
         if rows:
             log.info("retention: dropped %d chunk(s) of readings older than %s", len(rows), limit)
     return [str(r["chunk"]) for r in rows]
+
+
+def purge_dead_letters(conn: Conn, *, days: int) -> int:
+    """Deletes dead letters older than `days` (they are for diagnosis, not records); returns how many."""
+    cur = conn.execute("DELETE FROM dead_letters WHERE received_at < now() - %s", (timedelta(days=days),))
+    return cur.rowcount

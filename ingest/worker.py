@@ -166,13 +166,14 @@ class Worker:
         metrics.QUEUE.set(self.inbox.qsize() + len(batch.messages))
         return batch
 
-    def _add(self, batch: Batch, msg: Incoming) -> None:
+    def _add(self, batch: Batch, msg: Incoming, *, count: bool = True) -> None:
         """Parses one message into the batch (readings, a status change, or a dead letter)."""
         batch.messages.append(msg)
         parts = msg.topic.split("/")
         gateway = parts[2] if len(parts) == 4 else None
         kind = parts[3] if len(parts) == 4 else "unknown"
-        metrics.MESSAGES.labels(kind).inc()
+        if count:
+            metrics.MESSAGES.labels(kind).inc()
         try:
             if gateway is None or kind not in ("senml", "status"):
                 raise SenMLError("unknown-topic", "expected agritrace/v1/{gateway_id}/senml or /status")
@@ -227,7 +228,9 @@ class Worker:
     def _commit(self, batch: Batch) -> None:
         """Writes the batch in one transaction, retrying on lost connections, then acks its messages."""
         started = time.perf_counter()
-        for attempt in range(1000):
+        attempt = 0
+        while True:
+            attempt += 1
             assert self._conn is not None
             try:
                 inserted = self._write(self._conn, batch)
@@ -235,14 +238,19 @@ class Worker:
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 self._conn.rollback()
             except psycopg.OperationalError as exc:
+                # Nothing is acked while the database is away: the messages wait, in flight.
                 log.warning("database error (%s); reconnecting and retrying the batch", exc)
                 self._conn.close()
-                time.sleep(min(5, 0.2 * (attempt + 1)))
+                time.sleep(min(5, 0.2 * attempt))
                 self._connect_db()
                 if self.stop.is_set():
                     return
-        else:
-            return
+            except psycopg.Error as exc:
+                # The database refuses something in this batch for good (a poison message): find it
+                # by committing message by message, and dead-letter only the one it refuses.
+                self._conn.rollback()
+                self._isolate(batch, exc)
+                return
         now = time.time()
         for msg in batch.messages:
             if msg.qos:
@@ -256,6 +264,26 @@ class Worker:
             metrics.DEAD_LETTERS.labels(reason).inc()
         if batch.rows:
             metrics.READING_AGE.set(now - max(r[3] for r in batch.rows).timestamp())
+
+    def _isolate(self, batch: Batch, exc: psycopg.Error) -> None:
+        if len(batch.messages) > 1:
+            for msg in batch.messages:
+                single = Batch()
+                self._add(single, msg, count=False)
+                self._commit(single)
+            return
+        (msg,) = batch.messages
+        if any(d[2] == "storage-error" for d in batch.dead):
+            # Even its dead letter is refused: log it with its bytes and ack, or it would loop forever.
+            log.critical("cannot store message on %s (%s); dropped: %r", msg.topic, exc, msg.payload[:2000])
+            self.client.ack(msg.mid, msg.qos)
+            return
+        log.error("database refused a message on %s: %s", msg.topic, exc)
+        parts = msg.topic.split("/")
+        gateway = parts[2] if len(parts) == 4 else None
+        self._commit(
+            Batch(messages=[msg], dead=[(msg.topic, gateway, "storage-error", str(exc)[:500], msg.payload)])
+        )
 
     def _channel_ids(self, conn: db.Conn, batch: Batch) -> list[int]:
         """Channel ids for the batch's rows, registering channels on first sight (own transaction)."""
@@ -360,6 +388,7 @@ def _retention_loop(settings: Settings, stop: threading.Event) -> None:
         try:
             with db.connect(settings.database_url, autocommit=True) as conn:
                 retention.enforce(conn, days=settings.ingest_retention_days)
+                retention.purge_dead_letters(conn, days=settings.ingest_dead_letter_days)
         except psycopg.Error as exc:
             log.warning("retention run failed (%s); will retry", exc)
 

@@ -453,6 +453,10 @@ def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(
         monkeypatch.setattr(retention, "_guards", [])
         assert len(retention.enforce(conn, days=365, dry_run=True)) == 1
         assert count(database, "SELECT count(*) FROM readings") == 2
+        conn.execute(
+            """INSERT INTO dead_letters (received_at, topic, reason, payload)
+               VALUES (now() - interval '100 days', 'agritrace/v1/x/senml', 'not-json', 'x'), (now(), 't', 'r', 'y')"""
+        )
     out = subprocess.run(
         [AGRITRACE, "ingest", "retention", "--days", "365"],
         env=dict(os.environ, AGRITRACE_DATABASE_URL=database),
@@ -462,6 +466,8 @@ def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(
         timeout=60,
     ).stdout
     assert out.startswith("dropped 1 chunk")
+    assert "deleted 1 dead letter(s)" in out
+    assert count(database, "SELECT count(*) FROM dead_letters") == 1
     assert count(database, "SELECT count(*) FROM readings") == 1
 
 
@@ -483,3 +489,27 @@ def test_worker_serves_prometheus_metrics(stack: Stack) -> None:
     assert "agritrace_ingest_readings_total 1.0" in text
     assert "agritrace_ingest_batch_commit_seconds_bucket" in text
     assert "agritrace_ingest_commit_lag_seconds_count" in text
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored(
+    stack: Stack, database: str
+) -> None:
+    with db.connect(database, autocommit=True) as conn:
+        # Stands in for any permanent refusal (a constraint added later, a gateway deleted meanwhile).
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT test_no_666 CHECK (value <> 666)")
+    try:
+        stack.start_worker(1, AGRITRACE_INGEST_FLUSH_INTERVAL="1")  # so all packs share one batch
+        gw, password = stack.gateway()
+        stack.wait_subscribed(gw, password)
+        now = time.time()
+        packs = [[{"n": f"c{i}", "v": 666 if i == 2 else i, "t": now, "u": "Cel"}] for i in range(5)]
+        publish_packs(gw, password, packs)
+        wait_for(
+            lambda: count(database, "SELECT count(*) FROM dead_letters WHERE gateway_id = %s", (gw,)) == 1
+        )
+        wait_for(lambda: count(database, "SELECT count(*) FROM readings") == 4 + 1)  # and the probe
+        assert count(database, "SELECT count(*) FROM dead_letters WHERE reason = 'storage-error'") == 1
+        assert stack.workers[1].poll() is None  # still running
+    finally:
+        with db.connect(database, autocommit=True) as conn:
+            conn.execute("ALTER TABLE readings DROP CONSTRAINT test_no_666")
