@@ -228,6 +228,7 @@ def demo_gateways(settings: Settings, path: Path | None = None, *, prefix: str =
 def load_gateways(path: Path, kind: str | None) -> list[SimGateway]:
     """Gateways from a file of `gateways create --json` documents (a JSON list), with an optional "kind"."""
     docs = json.loads(path.read_text())
+    docs = [docs] if isinstance(docs, dict) else docs  # one `gateways create --json` output
     kinds = sorted(KINDS)
     return [
         SimGateway(d["gateway_id"], d["mqtt"]["password"], d.get("kind") or kind or kinds[i % len(kinds)])
