@@ -133,8 +133,15 @@ def main() -> None:
         os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base.database_url.rsplit("/", 1)[0] + "/postgres"
     )
     url = base.database_url.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin_url, autocommit=True) as aconn:
-        aconn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+    for attempt in range(20):  # other runs copying template1 at the same moment make this fail
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as aconn:
+                aconn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+            break
+        except psycopg.errors.ObjectInUse:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
     env = dict(
         os.environ,
         AGRITRACE_DATABASE_URL=url,
