@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agritrace.ingest.senml import UNITS, Limits, SenMLError, parse_pack
+from agritrace.ingest.worker import parse_status
 
 NOW = 1_800_000_000.0
 
@@ -114,3 +115,25 @@ def test_oversize_packs_are_refused() -> None:
         parse_pack(b"[" + b" " * 300 + b"]", now=NOW, limits=Limits(max_bytes=100))
     with pytest.raises(SenMLError, match="oversize"):
         parse_pack(json.dumps([{"n": "t", "v": 1}] * 5).encode(), now=NOW, limits=Limits(max_records=4))
+
+
+@given(st.binary(max_size=100))
+def test_a_status_payload_is_online_offline_or_a_reasoned_refusal(payload: bytes) -> None:
+    try:
+        assert isinstance(parse_status(payload), bool)
+    except SenMLError as exc:
+        assert exc.reason == "bad-status"
+
+
+@pytest.mark.parametrize(
+    ("payload", "online"),
+    [
+        (b"online", True),
+        (b"OFFLINE", False),
+        (b'"online"', True),
+        (b'{"online": false}', False),
+        (b'{"status": "online"}', True),
+    ],
+)
+def test_birth_and_will_payloads_a_gateway_may_send(payload: bytes, online: bool) -> None:
+    assert parse_status(payload) is online
