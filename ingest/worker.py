@@ -124,7 +124,7 @@ class Worker:
 
     # --- main loop ---------------------------------------------------------------------------
     def run(self) -> None:
-        """Connects and ingests until `stop` is set; then commits what it holds and disconnects."""
+        """Connects and ingests until `stop` is set; finishes the batch in hand, then disconnects."""
         s = self.settings
         props = connect_properties(
             session_expiry=s.ingest_session_expiry, receive_maximum=s.ingest_receive_maximum
