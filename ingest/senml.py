@@ -108,9 +108,10 @@ def parse_pack(payload: bytes, *, now: float, limits: Limits = Limits()) -> tupl
         if not isinstance(record, dict):
             raise SenMLError("not-senml", "each record must be a JSON object")
         # Unknown labels ending in "_" must be understood (RFC 8428 section 4.4); others are ignored.
-        must_understand = [k for k in record if k not in KNOWN_LABELS and k.endswith("_")]
-        if must_understand:
-            raise SenMLError("not-senml", f"unsupported must-understand label {must_understand[0]!r}")
+        if not KNOWN_LABELS.issuperset(record):
+            must_understand = [k for k in record if k not in KNOWN_LABELS and k.endswith("_")]
+            if must_understand:
+                raise SenMLError("not-senml", f"unsupported must-understand label {must_understand[0]!r}")
         if "bn" in record:
             base_name = _text(record, "bn", "")
         if "bt" in record:
@@ -143,7 +144,10 @@ def parse_pack(payload: bytes, *, now: float, limits: Limits = Limits()) -> tupl
 def _value(record: dict[str, Any], base_value: float) -> float | None:
     """The record's numeric value (booleans as 0/1), or None when it carries no number."""
     if "v" in record:
-        return base_value + _number(record, "v", 0.0)
+        value = base_value + _number(record, "v", 0.0)
+        if not math.isfinite(value):  # two finite numbers may still overflow when added
+            raise SenMLError("not-finite", "'bv' + 'v' is not a finite number")
+        return value
     if "vb" in record:
         flag = record["vb"]
         if not isinstance(flag, bool):

@@ -97,6 +97,7 @@ def test_string_values_are_skipped_not_refused() -> None:
         (b'[{"n": "t", "v": NaN}]', "not-finite"),
         (b'[{"n": "t", "v": Infinity}]', "not-finite"),
         (b'[{"n": "t", "v": 1e400}]', "not-finite"),
+        (b'[{"n": "t", "bv": 1e308, "v": 1e308}]', "not-finite"),
         (b'[{"n": "t", "v": 1, "u": "degC"}]', "unknown-unit"),
         (b'[{"n": "t", "v": 1, "t": 4102444800}]', "time-out-of-window"),
         (b'[{"n": "t", "v": 1, "t": 946684800}]', "time-out-of-window"),
