@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -24,7 +25,12 @@ def get_dynsec(request: Request) -> DynamicSecurity:
     with _dynsec_lock:
         dynsec = getattr(request.app.state, "dynsec", None)
         if dynsec is None:
-            dynsec = request.app.state.dynsec = DynamicSecurity(request.app.state.broker)
+            client = request.app.state.broker
+            # The API connects to the broker in the background at start-up; give it a moment.
+            deadline = time.monotonic() + 5
+            while not client.is_connected() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            dynsec = request.app.state.dynsec = DynamicSecurity(client)
         return dynsec
 
 
