@@ -199,3 +199,21 @@ def test_channel_readings_raw_paged_and_bucketed_with_limits(
         ).status_code
         == 422
     )
+
+
+def test_a_taken_gateway_id_is_a_conflict_and_an_unknown_one_is_not_found(
+    database: str, client: TestClient, created: list[str]
+) -> None:
+    with db.connect(database, autocommit=True) as conn:
+        admin = tokens.create(conn, role="admin")
+    gw = f"gw-{secrets.token_hex(4)}"
+    body = {"cooperative": "coop", "gateway_id": gw}
+    assert client.post("/api/v1/gateways", json=body, headers=auth(admin)).status_code == 201
+    created.append(gw)
+    again = client.post("/api/v1/gateways", json=body, headers=auth(admin))
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    bad = client.post("/api/v1/gateways", json={**body, "gateway_id": "Bad Id"}, headers=auth(admin))
+    assert bad.status_code == 422
+    missing = client.get("/api/v1/gateways/gw-nobody/latest", headers=auth(admin))
+    assert missing.status_code == 404 and missing.json()["type"].endswith("/gateway-not-found")
+    assert client.get("/api/v1/gateways").status_code == 401
