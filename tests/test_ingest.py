@@ -133,7 +133,7 @@ def count(database: str, query: str, params: tuple[Any, ...] = ()) -> int:
     return int(next(iter(row.values())))
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if check():
