@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from agritrace import __version__
 from agritrace.api import audit_router, health, problems, protection, token_router
 from agritrace.coldchain import router as coldchain_router
+from agritrace.devices import router as devices_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
 
@@ -62,4 +63,5 @@ def create_app() -> FastAPI:
     app.include_router(token_router.router)
     app.include_router(audit_router.router)
     app.include_router(coldchain_router.router)
+    app.include_router(devices_router.router)
     return app

@@ -10,8 +10,9 @@ from agritrace.api.cli import api_app, audit_app, token_app
 from agritrace.coldchain.cli import alerts_app, channels_app
 from agritrace.dashboards.cli import dashboards_app
 from agritrace.db import migrate
-from agritrace.devices.cli import broker_app
+from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
+from agritrace.ingest.cli import ingest_app, simulate
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -23,6 +24,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(channels_app, name="channels")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(gateways_app, name="gateways")
+app.add_typer(ingest_app, name="ingest")
+app.command("simulate")(simulate)
 
 
 @db_app.command("migrate")

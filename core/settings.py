@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     public_cache_seconds: int = Field(default=300, ge=0)
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so
+    # tests and benchmarks can run their own workers on the shared broker without stealing messages.
+    ingest_group: str = "ingest"
+    ingest_client_prefix: str = "agritrace-ingest"
+    ingest_session_expiry: int = Field(default=86400, ge=0)  # seconds the broker queues for a gone worker
+    ingest_receive_maximum: int = Field(default=2000, ge=1, le=65535)  # in-flight QoS 1 messages per worker
+    ingest_batch_readings: int = Field(default=10000, ge=1)  # flush when a batch holds this many readings
+    ingest_flush_interval: float = Field(default=0.2, gt=0)  # ... or when its oldest message is this old
+    ingest_metrics_port: int = Field(default=9310, ge=0)  # worker N serves metrics on port + N - 1; 0 = off
+    ingest_max_age_days: float = Field(default=30, gt=0)  # older readings are dead-lettered
+    ingest_retention_days: int = Field(default=3 * 365, ge=1)  # raw readings are dropped after this
+    ingest_retention_interval: float = Field(default=3600, ge=0)  # how often worker 1 enforces it; 0 = never
+    ingest_dead_letter_days: int = Field(default=90, ge=1)  # dead letters are deleted after this
 
     @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:

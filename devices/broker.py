@@ -127,3 +127,54 @@ def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:
     """The roles a broker client has."""
     (response,) = dynsec.run({"command": "getClient", "username": username})
     return [r["rolename"] for r in response.get("data", {}).get("client", {}).get("roles", [])]
+
+
+def gateway_role(gateway_id: str) -> str:
+    """The broker role that lets one gateway publish under its own topic prefix only."""
+    return f"agritrace-gateway-{gateway_id}"
+
+
+def new_password() -> str:
+    """A fresh gateway password (shown once; Mosquitto keeps only a salted hash)."""
+    return secrets.token_urlsafe(24)
+
+
+def provision_gateway(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
+    """Creates the gateway's client and role; publishing is allowed only on agritrace/v1/{id}/#."""
+    role = gateway_role(gateway_id)
+    dynsec.run({"command": "createRole", "rolename": role}, tolerate=ALREADY)
+    dynsec.run(
+        {
+            "command": "addRoleACL",
+            "rolename": role,
+            "acltype": "publishClientSend",
+            "topic": f"agritrace/v1/{gateway_id}/#",
+            "allow": True,
+        },
+        tolerate=ALREADY,
+    )
+    dynsec.run(
+        {
+            "command": "createClient",
+            "username": gateway_id,
+            "password": password,
+            "roles": [{"rolename": role}],
+        }
+    )
+
+
+def set_gateway_password(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
+    """Replaces the gateway's password; a disable/enable cycle drops any session using the old one."""
+    dynsec.run({"command": "setClientPassword", "username": gateway_id, "password": password})
+
+
+def set_gateway_enabled(dynsec: DynamicSecurity, gateway_id: str, enabled: bool) -> None:
+    """Enables or disables the gateway's client (disabling also disconnects it)."""
+    dynsec.run({"command": "enableClient" if enabled else "disableClient", "username": gateway_id})
+
+
+def remove_gateway(dynsec: DynamicSecurity, gateway_id: str) -> None:
+    """Deletes the gateway's client and role from the broker (tests, decommissioning)."""
+    missing = ("not found", "Client not found", "Role not found")
+    dynsec.run({"command": "deleteClient", "username": gateway_id}, tolerate=missing)
+    dynsec.run({"command": "deleteRole", "rolename": gateway_role(gateway_id)}, tolerate=missing)

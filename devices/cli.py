@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
 
-from agritrace.devices import broker
+from agritrace import db
+from agritrace.devices import broker, service
 from agritrace.settings import get_settings
 
 broker_app = typer.Typer(help="The MQTT broker's accounts.", no_args_is_help=True)
@@ -17,3 +21,74 @@ def broker_setup() -> None:
     with broker.admin_session(settings) as dynsec:
         broker.ensure_ingest_account(dynsec, settings)
     typer.echo("broker accounts are set up")
+
+
+gateways_app = typer.Typer(help="Sensor gateways and their MQTT credentials.", no_args_is_help=True)
+
+
+def _print_credentials(gateway_id: str, password: str, as_json: bool) -> None:
+    mqtt = service.mqtt_credentials(get_settings(), gateway_id=gateway_id, password=password)
+    if as_json:
+        typer.echo(json.dumps({"gateway_id": gateway_id, "mqtt": mqtt}))
+    else:
+        typer.echo(f"gateway {gateway_id}: mqtt://{mqtt['host']}:{mqtt['port']}")
+        typer.echo(f"  username {gateway_id}\n  password {password}   (shown once)")
+
+
+@gateways_app.command("create")
+def gateways_create(
+    cooperative: Annotated[str, typer.Option(help="Cooperative name (created if new).")],
+    gateway_id: Annotated[str | None, typer.Option("--id", help="Gateway id (default: generated).")] = None,
+    description: Annotated[str | None, typer.Option(help="Where it is, what it watches.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Registers a gateway and prints its MQTT credentials (the password is shown only now)."""
+    with db.connect() as conn, broker.admin_session() as dynsec:
+        coop_id = service.get_or_create_cooperative(conn, name=cooperative)
+        gw, password = service.create_gateway(
+            conn, dynsec=dynsec, cooperative_id=coop_id, gateway_id=gateway_id, description=description
+        )
+        conn.commit()
+    _print_credentials(gw, password, as_json)
+
+
+@gateways_app.command("list")
+def gateways_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Lists gateways with their online state and last-seen time."""
+    with db.connect() as conn:
+        rows = service.list_gateways(conn)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        state = "disabled" if r["disabled_at"] else ("online" if r["online"] else "offline")
+        typer.echo(f"{r['gateway_id']}\t{r['cooperative']}\t{state}\tlast seen {r['last_seen'] or '-'}")
+
+
+@gateways_app.command("disable")
+def gateways_disable(gateway_id: str) -> None:
+    """Refuses the gateway at the broker from now on (and disconnects it)."""
+    with db.connect() as conn, broker.admin_session() as dynsec:
+        service.set_gateway_enabled(conn, dynsec=dynsec, gateway_id=gateway_id, enabled=False)
+        conn.commit()
+    typer.echo(f"gateway {gateway_id} disabled")
+
+
+@gateways_app.command("enable")
+def gateways_enable(gateway_id: str) -> None:
+    """Lets a disabled gateway connect again."""
+    with db.connect() as conn, broker.admin_session() as dynsec:
+        service.set_gateway_enabled(conn, dynsec=dynsec, gateway_id=gateway_id, enabled=True)
+        conn.commit()
+    typer.echo(f"gateway {gateway_id} enabled")
+
+
+@gateways_app.command("rotate")
+def gateways_rotate(
+    gateway_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False
+) -> None:
+    """Issues a new password (the old one stops working) and prints the credentials."""
+    with db.connect() as conn, broker.admin_session() as dynsec:
+        password = service.rotate_credentials(conn, dynsec=dynsec, gateway_id=gateway_id)
+        conn.commit()
+    _print_credentials(gateway_id, password, as_json)

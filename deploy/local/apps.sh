@@ -13,6 +13,7 @@ BIN="$repo/.venv/bin"
 RUN="$STATE/run"; LOGS="$STATE/log"
 API_PORT="${AGRITRACE_API_PORT:-8000}"
 INGEST_WORKERS="${AGRITRACE_INGEST_WORKERS:-2}"
+SIMULATOR="${AGRITRACE_SIMULATOR:-1}"  # 0: no demo gateways
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -48,12 +49,10 @@ wait_healthy() {
 
 apps() {
   echo api
-  if [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' ingest '; then
-    for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
-  fi
-  if [ -x "$BIN/agritrace" ] && "$BIN/agritrace" --help 2>/dev/null | grep -q ' alerts '; then
-    echo alerts
-  fi
+  for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
+  echo alerts
+  [ "$SIMULATOR" = 1 ] && echo simulator
+  return 0
 }
 
 case "${1:-}" in
@@ -61,8 +60,12 @@ case "${1:-}" in
     mkdir -p "$RUN" "$LOGS"
     start_one api "$BIN/agritrace" api run --port "$API_PORT"
     for name in $(apps); do
-      case "$name" in ingest-*) start_one "$name" "$BIN/agritrace" ingest run --worker-id "${name#ingest-}";; esac
-      case "$name" in alerts) start_one alerts "$BIN/agritrace" alerts run;; esac
+      case "$name" in
+        ingest-*) start_one "$name" "$BIN/agritrace" ingest run --worker-id "${name#ingest-}" ;;
+        alerts) start_one alerts "$BIN/agritrace" alerts run ;;
+        # Demo gateways (credentials in $STATE/simulator-gateways.json, mode 600) at a gentle rate.
+        simulator) AGRITRACE_STATE_DIR="$STATE" start_one simulator "$BIN/agritrace" simulate --demo --interval 10 ;;
+      esac
     done
     wait_healthy ;;
   stop)

@@ -1,0 +1,104 @@
+"""HTTP bodies and responses of the device registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AssetKind = Literal["cold_room", "truck", "plot", "garden", "warehouse", "other"]
+
+
+class GatewayCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cooperative: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Admin: created if new. Cooperative tokens: omit.",
+    )
+    gateway_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$")
+    description: str | None = Field(default=None, max_length=500)
+
+
+class MqttCredentials(BaseModel):
+    host: str
+    port: int
+    username: str
+    password: str
+
+
+class GatewayCredentials(BaseModel):
+    """Shown once: the broker keeps only a salted hash of the password."""
+
+    gateway_id: str
+    mqtt: MqttCredentials
+
+
+class Gateway(BaseModel):
+    gateway_id: str
+    cooperative: str
+    description: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+    online: bool
+    status_at: datetime | None
+    last_seen: datetime | None
+    credentials_issued_at: datetime | None
+
+
+class GatewayList(BaseModel):
+    items: list[Gateway]
+
+
+class Channel(BaseModel):
+    id: int
+    gateway_id: str
+    name: str
+    unit: str | None
+    quantity: str | None
+    description: str | None
+    asset_kind: AssetKind | None
+    asset_name: str | None
+    first_seen: datetime
+    last_time: datetime | None
+    last_value: float | None
+    last_ingested_at: datetime | None
+
+
+class ChannelList(BaseModel):
+    items: list[Channel]
+
+
+class ChannelDescribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=500)
+    quantity: str | None = Field(default=None, max_length=64)
+    asset_kind: AssetKind | None = None
+    asset_name: str | None = Field(default=None, max_length=200)
+    unit: str | None = Field(default=None, max_length=32)
+
+
+class LatestReading(BaseModel):
+    name: str
+    time: datetime
+    value: float
+    unit: str | None
+
+
+class Reading(BaseModel):
+    time: datetime
+    value: float
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+
+
+class ReadingPage(BaseModel):
+    channel_id: int
+    bucket_seconds: float | None
+    items: list[Reading]
+    next_after: datetime | None = Field(description="Raw pages: pass as `after` for the next page.")
