@@ -14,6 +14,8 @@ from agritrace import __version__
 from agritrace.api import health, problems
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
+from agritrace.trace import public as trace_public
+from agritrace.trace import router as trace_router
 
 
 @asynccontextmanager
@@ -57,4 +59,6 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(trace_router.router)
+    app.include_router(trace_public.router)
     return app

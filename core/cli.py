@@ -10,6 +10,7 @@ from agritrace.api.cli import api_app, token_app
 from agritrace.db import migrate
 from agritrace.devices.cli import broker_app
 from agritrace.errors import AgriTraceError
+from agritrace.trace.cli import batches_app, codes_app, trace_app
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -17,6 +18,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
 app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
+app.add_typer(batches_app, name="batches")
+app.add_typer(codes_app, name="codes")
+app.add_typer(trace_app, name="trace")
 
 
 @db_app.command("migrate")

@@ -20,6 +20,7 @@ apt_packages=(
   mosquitto mosquitto-clients
   build-essential cmake dpkg-dev xz-utils
   zbar-tools chromium
+  wrk
 )
 
 missing=()

@@ -1,0 +1,270 @@
+"""Product codes: random serials per box, their URLs (GS1 Digital Link when the batch has a GTIN),
+QR images, PDF label sheets, and scan logging with a counterfeit flag."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import ipaddress
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import segno
+
+from agritrace.db import Conn
+from agritrace.errors import InvalidInput
+from agritrace.settings import get_settings
+from agritrace.trace import gs1
+from agritrace.trace import service as trace_service
+from agritrace.trace.exceptions import CodeNotFound
+
+SERIAL_BYTES = 10  # 80 random bits -> 16 base32 characters, inside GS1 AI (21)'s 20-character limit
+_SERIAL = re.compile(r"^[A-Z2-7]{16,20}$")
+MAX_ISSUE = 100_000
+# A genuine box is scanned a handful of times by a handful of people; a copied label is scanned
+# by many, in many places. Thresholds over a rolling day.
+FLAG_WINDOW = "24 hours"
+FLAG_MAX_SCANS = 50
+FLAG_MAX_PLACES = 5
+
+PRODUCT_NAMES = {
+    "mango": {"zh": "芒果", "en": "Mango"},
+    "citrus": {"zh": "柑橘", "en": "Citrus"},
+    "tea": {"zh": "茶叶", "en": "Tea"},
+}
+
+
+def new_serial() -> str:
+    """A random serial: 80 bits from `secrets`, base32 without padding (URI-safe, case-insensitive)."""
+    return base64.b32encode(secrets.token_bytes(SERIAL_BYTES)).decode().rstrip("=")
+
+
+def normalize_serial(code: str) -> str | None:
+    """The canonical (upper-case) serial, or None when it cannot be one of ours."""
+    if len(code) > 64:
+        return None
+    serial = code.strip().upper()
+    return serial if _SERIAL.match(serial) else None
+
+
+def code_url(*, serial: str, gtin: str | None, lot: str, base_url: str | None = None) -> str:
+    """The URL a QR carries: a GS1 Digital Link with a GTIN, else `{base}/t/{serial}`."""
+    base = (base_url or get_settings().public_base_url).rstrip("/")
+    if gtin:
+        return gs1.digital_link(base, gtin14=gtin, lot=lot, serial=serial)
+    return f"{base}/t/{serial}"
+
+
+def issue_codes(
+    conn: Conn, *, batch_id: int, count: int, cooperative_id: int | None = None
+) -> list[dict[str, str]]:
+    """Issues `count` new codes for a batch; returns `[{"code", "url"}]`."""
+    if not 1 <= count <= MAX_ISSUE:
+        raise InvalidInput(f"count must be between 1 and {MAX_ISSUE}")
+    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    serials = [new_serial() for _ in range(count)]
+    # COPY: a run of 100,000 labels is one round trip, not 100,000 INSERTs. 80-bit serials do not collide.
+    with conn.cursor() as cur, cur.copy("COPY codes (serial, batch_id) FROM STDIN") as copy:
+        for s in serials:
+            copy.write_row((s, batch_id))
+    return [{"code": s, "url": code_url(serial=s, gtin=batch["gtin"], lot=batch["lot"])} for s in serials]
+
+
+def list_codes(conn: Conn, *, batch_id: int, cooperative_id: int | None = None) -> list[dict[str, Any]]:
+    """A batch's codes with their URLs, in issue order."""
+    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    rows = conn.execute(
+        "SELECT serial, scan_count, flagged_at FROM codes WHERE batch_id = %s ORDER BY issued_at, serial",
+        (batch_id,),
+    ).fetchall()
+    return [
+        {**r, "code": r["serial"], "url": code_url(serial=r["serial"], gtin=batch["gtin"], lot=batch["lot"])}
+        for r in rows
+    ]
+
+
+def resolve(conn: Conn, *, code: str) -> dict[str, Any]:
+    """The code row with its batch id, gtin and lot; CodeNotFound for anything not issued by us."""
+    serial = normalize_serial(code)
+    if serial is None:
+        raise CodeNotFound("this is not a code we issued")
+    row = conn.execute(
+        """SELECT c.*, b.gtin, b.lot, b.product FROM codes c JOIN batches b ON b.id = c.batch_id
+            WHERE c.serial = %s""",
+        (serial,),
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
+    return row
+
+
+def resolve_digital_link(conn: Conn, *, gtin: str, lot: str, serial: str) -> dict[str, Any]:
+    """Resolves `/01/{gtin}/10/{lot}/21/{serial}`; every part must match what was issued."""
+    row = resolve(conn, code=serial)
+    if row["gtin"] is None or row["gtin"] != gtin.zfill(14) or row["lot"] != lot:
+        raise CodeNotFound("the product number or lot does not match this serial")
+    return row
+
+
+def place_hash(ip: str | None) -> str | None:
+    """A keyed hash of the client's network (/24 or /48): counts places without keeping addresses."""
+    if not ip:
+        return None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    net = ipaddress.ip_network(f"{addr}/{24 if addr.version == 4 else 48}", strict=False)
+    key = get_settings().token_pepper.get_secret_value().encode()
+    return hmac.new(key, str(net).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def ua_family(user_agent: str | None) -> str:
+    """The browser family only (WeChat, Alipay, ...), never the full user agent."""
+    ua = (user_agent or "").lower()
+    for needle, family in (
+        ("micromessenger", "wechat"),
+        ("alipay", "alipay"),
+        ("dingtalk", "dingtalk"),
+        ("bot", "bot"),
+        ("spider", "bot"),
+        ("headlesschrome", "headless"),
+        ("edg/", "edge"),
+        ("firefox", "firefox"),
+        ("chrome", "chrome"),
+        ("safari", "safari"),
+        ("curl", "cli"),
+        ("wrk", "cli"),
+    ):
+        if needle in ua:
+            return family
+    return "other"
+
+
+def record_scan(conn: Conn, *, serial: str, ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """Logs a scan, bumps the code's counter, and flags the code when the pattern looks copied."""
+    conn.execute(
+        "INSERT INTO code_scans (serial, place_hash, ua_family) VALUES (%s, %s, %s)",
+        (serial, place_hash(ip), ua_family(user_agent)),
+    )
+    row = conn.execute(
+        """UPDATE codes SET scan_count = scan_count + 1, last_scan_at = now(),
+                            first_scan_at = coalesce(first_scan_at, now())
+            WHERE serial = %s RETURNING scan_count, first_scan_at, flagged_at, flag_reason""",
+        (serial,),
+    ).fetchone()
+    assert row is not None
+    # Only codes already scanned several times are worth the window query.
+    if row["flagged_at"] is None and row["scan_count"] > FLAG_MAX_PLACES:
+        stats = conn.execute(
+            """SELECT count(*) AS scans, count(DISTINCT place_hash) AS places FROM code_scans
+                WHERE serial = %s AND time > now() - %s::interval""",
+            (serial, FLAG_WINDOW),
+        ).fetchone()
+        assert stats is not None
+        reason = None
+        if stats["scans"] > FLAG_MAX_SCANS:
+            reason = f"{stats['scans']} scans within {FLAG_WINDOW}"
+        elif stats["places"] > FLAG_MAX_PLACES:
+            reason = f"scanned from {stats['places']} different networks within {FLAG_WINDOW}"
+        if reason:
+            flagged = conn.execute(
+                "UPDATE codes SET flagged_at = now(), flag_reason = %s WHERE serial = %s RETURNING flagged_at",
+                (reason, serial),
+            ).fetchone()
+            assert flagged is not None
+            row = {**row, "flagged_at": flagged["flagged_at"], "flag_reason": reason}
+    return row
+
+
+def flagged_codes(conn: Conn, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Codes flagged as possibly counterfeit, newest first (for regulators)."""
+    return conn.execute(
+        """SELECT c.serial AS code, c.batch_id, b.lot, co.name AS cooperative, c.scan_count, c.flagged_at,
+                  c.flag_reason
+             FROM codes c JOIN batches b ON b.id = c.batch_id JOIN cooperatives co ON co.id = b.cooperative_id
+            WHERE c.flagged_at IS NOT NULL ORDER BY c.flagged_at DESC LIMIT %s""",
+        (limit,),
+    ).fetchall()
+
+
+def qr(url: str) -> segno.QRCode:
+    """The QR symbol for a URL: error correction M or better (segno boosts it when it fits)."""
+    return segno.make_qr(url, error="m", boost_error=True)
+
+
+def qr_png(url: str, *, scale: int = 8) -> bytes:
+    """PNG with the standard 4-module quiet zone."""
+    buf = io.BytesIO()
+    qr(url).save(buf, kind="png", scale=scale, border=4)
+    return buf.getvalue()
+
+
+def qr_svg(url: str, *, scale: int = 4) -> bytes:
+    """SVG with the standard 4-module quiet zone."""
+    buf = io.BytesIO()
+    qr(url).save(buf, kind="svg", scale=scale, border=4, xmldecl=False)
+    return buf.getvalue()
+
+
+def label_sheet_pdf(
+    *,
+    labels: Iterable[dict[str, str]],
+    product_name: str,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
+    """An A4 PDF of labels (4 x 6 per page): QR, product name, and the code text under each."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    # A CID font built into every PDF reader: Chinese text without shipping a font file.
+    font = "STSong-Light"
+    if font not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(font))
+    cols, rows = 4, 6
+    page_w, page_h = A4
+    margin = 10 * mm
+    cell_w = (page_w - 2 * margin) / cols
+    cell_h = (page_h - 2 * margin) / rows
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4)
+    pdf.setTitle(f"{product_name} labels")
+    n = 0
+    for n, label in enumerate(labels, start=1):
+        slot = (n - 1) % (cols * rows)
+        if slot == 0 and n > 1:
+            pdf.showPage()
+        col, row = slot % cols, slot // cols
+        x0 = margin + col * cell_w
+        y0 = page_h - margin - (row + 1) * cell_h
+        matrix = qr(label["url"]).matrix
+        size = len(matrix) + 8  # quiet zone of 4 modules each side
+        module = min(cell_w - 6 * mm, cell_h - 16 * mm) / size
+        qx = x0 + (cell_w - size * module) / 2
+        qy = y0 + 12 * mm
+        # Vector modules: crisp at any printer resolution, and small files.
+        for r, line in enumerate(matrix):
+            for c, dark in enumerate(line):
+                if dark:
+                    pdf.rect(
+                        qx + (c + 4) * module, qy + (size - 5 - r) * module, module, module, stroke=0, fill=1
+                    )
+        pdf.setFont(font, 9)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 7 * mm, product_name)
+        pdf.setFont("Courier", 7)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 3.5 * mm, label["code"])
+        if progress:
+            progress(1)
+    if n == 0:
+        pdf.setFont(font, 12)
+        pdf.drawString(margin, page_h - margin - 12, f"{product_name}: no codes issued")
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()

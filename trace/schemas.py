@@ -1,0 +1,104 @@
+"""HTTP bodies for the trace API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Product = Literal["mango", "citrus", "tea"]
+
+
+class BatchIn(BaseModel):
+    product: Product
+    cooperative: str | None = Field(
+        default=None, description="Cooperative name (admin only; created if new)."
+    )
+    variety: str | None = Field(default=None, max_length=100)
+    gtin: str | None = Field(
+        default=None, max_length=14, description="GTIN-8/12/13/14 with a valid check digit."
+    )
+    lot: str | None = Field(default=None, max_length=20)
+    origin_plot: str | None = Field(default=None, max_length=200)
+    gi_area: str | None = Field(default=None, max_length=200)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    harvest_date: date | None = None
+    quantity: Decimal | None = Field(default=None, gt=0)
+    unit: str | None = Field(default=None, max_length=16)
+
+
+class PartIn(BaseModel):
+    quantity: Decimal | None = Field(default=None, gt=0)
+    unit: str | None = Field(default=None, max_length=16)
+    lot: str | None = Field(default=None, max_length=20)
+    gtin: str | None = Field(default=None, max_length=14)
+
+
+class SplitIn(BaseModel):
+    parts: list[PartIn] = Field(min_length=1, max_length=1000)
+
+
+class MergeIn(BaseModel):
+    batch_ids: list[int] = Field(min_length=2, max_length=100)
+    lot: str | None = Field(default=None, max_length=20)
+    gtin: str | None = Field(default=None, max_length=14)
+
+
+class DocumentIn(BaseModel):
+    type: str = Field(max_length=32)
+    id: str = Field(max_length=200)
+
+
+class EventIn(BaseModel):
+    biz_step: str
+    event_time: datetime
+    disposition: str | None = None
+    event_tz: str = "+08:00"
+    place: str | None = Field(default=None, max_length=200)
+    actor: str | None = Field(default=None, max_length=200)
+    documents: list[DocumentIn] = Field(default_factory=list, max_length=20)
+
+
+class CustodyIn(BaseModel):
+    channel_id: int
+    started_at: datetime
+    ended_at: datetime | None = None
+
+
+class CertificateIn(BaseModel):
+    kind: Literal["pollution_free", "green_food", "organic", "geographical_indication"]
+    number: str = Field(max_length=64)
+    issuer: str = Field(min_length=1, max_length=200)
+    valid_from: date
+    valid_to: date
+    scope: str | None = Field(default=None, max_length=500)
+
+
+class ComplianceIn(BaseModel):
+    product_name: str = Field(min_length=1, max_length=100)
+    quantity: Decimal = Field(gt=0)
+    unit: str = Field(min_length=1, max_length=16)
+    origin: str = Field(min_length=1, max_length=200)
+    issued_at: datetime
+    issuer: str = Field(min_length=1, max_length=200)
+    contact: str = Field(min_length=5, max_length=40)
+
+
+class InspectionIn(BaseModel):
+    inspected_at: datetime
+    kind: str = Field(min_length=1, max_length=100)
+    passed: bool
+    standard: str | None = Field(default=None, max_length=100)
+    laboratory: str | None = Field(default=None, max_length=200)
+    details: str | None = Field(default=None, max_length=1000)
+
+
+class IssueIn(BaseModel):
+    count: int = Field(ge=1, le=100_000)
+
+
+class RecallIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
