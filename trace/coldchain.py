@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from agritrace.db import Conn
 
@@ -21,6 +22,8 @@ MAX_GAP_MINUTES = 15.0
 # Time outside the band tolerated before the verdict becomes an excursion (short door openings).
 TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
+# Chart axis labels are read by consumers in China.
+DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
 
 _SUMMARY = """
 WITH custody AS (
@@ -157,7 +160,7 @@ def chart_svg(cc: ColdChain, *, width: int = 340, height: int = 140) -> str:
     for v in (vmin + 1, vmax - 1, *[b for b in cc.band if b is not None]):
         parts.append(f'<text x="2" y="{y(v) + 3}" font-size="9" fill="#555">{v:.0f}°C</text>')
     parts.append(
-        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#555">{cc.series[0]["t"]:%m-%d %H:%M}</text>'
+        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#555">{cc.series[0]["t"].astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>'
     )
     parts.append(
         f'<text x="{width - pad_r}" y="{height - 4}" font-size="9" fill="#555" text-anchor="end">'
