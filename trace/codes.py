@@ -102,14 +102,6 @@ def resolve(conn: Conn, *, code: str) -> dict[str, Any]:
     return row
 
 
-def resolve_digital_link(conn: Conn, *, gtin: str, lot: str, serial: str) -> dict[str, Any]:
-    """Resolves `/01/{gtin}/10/{lot}/21/{serial}`; every part must match what was issued."""
-    row = resolve(conn, code=serial)
-    if row["gtin"] is None or row["gtin"] != gtin.zfill(14) or row["lot"] != lot:
-        raise CodeNotFound("the product number or lot does not match this serial")
-    return row
-
-
 def place_hash(ip: str | None) -> str | None:
     """A keyed hash of the client's network (/24 or /48): counts places without keeping addresses."""
     if not ip:
@@ -145,25 +137,61 @@ def ua_family(user_agent: str | None) -> str:
     return "other"
 
 
-def record_scan(conn: Conn, *, serial: str, ip: str | None, user_agent: str | None) -> dict[str, Any]:
-    """Logs a scan, bumps the code's counter, and flags the code when the pattern looks copied."""
-    conn.execute(
-        "INSERT INTO code_scans (serial, place_hash, ua_family) VALUES (%s, %s, %s)",
-        (serial, place_hash(ip), ua_family(user_agent)),
-    )
+# One round trip per scan: count it, log it, and return what the page needs about the code. Losing the
+# last few scans in a database crash is harmless; waiting for a WAL flush on every page view is not,
+# so this transaction commits asynchronously. A Digital Link scan must match the batch's GTIN and lot.
+_SCAN = """
+WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+u AS (
+    UPDATE codes c SET scan_count = c.scan_count + 1, last_scan_at = now(),
+                       first_scan_at = coalesce(c.first_scan_at, now())
+      FROM batches b
+     WHERE c.serial = %(serial)s AND b.id = c.batch_id
+       AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
+    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason,
+              b.gtin, b.lot, b.product
+), logged AS (
+    INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
+)
+SELECT u.*, (SELECT v FROM cfg) AS sync FROM u
+"""
+
+
+def record_scan(
+    conn: Conn,
+    *,
+    serial: str,
+    ip: str | None,
+    user_agent: str | None,
+    gtin: str | None = None,
+    lot: str | None = None,
+) -> dict[str, Any]:
+    """Logs a scan of an issued code and returns the code row; flags codes whose scans look copied.
+
+    CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match)."""
+    canonical = normalize_serial(serial)
+    if canonical is None or (
+        gtin is not None and not (gtin.isascii() and gtin.isdigit() and len(gtin) <= 14)
+    ):
+        raise CodeNotFound("this is not a code we issued")
     row = conn.execute(
-        """UPDATE codes SET scan_count = scan_count + 1, last_scan_at = now(),
-                            first_scan_at = coalesce(first_scan_at, now())
-            WHERE serial = %s RETURNING scan_count, first_scan_at, flagged_at, flag_reason""",
-        (serial,),
+        _SCAN,
+        {
+            "serial": canonical,
+            "gtin": gtin.zfill(14) if gtin is not None else None,
+            "lot": lot,
+            "place": place_hash(ip),
+            "ua": ua_family(user_agent),
+        },
     ).fetchone()
-    assert row is not None
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
     # Only codes already scanned several times are worth the window query.
     if row["flagged_at"] is None and row["scan_count"] > FLAG_MAX_PLACES:
         stats = conn.execute(
             """SELECT count(*) AS scans, count(DISTINCT place_hash) AS places FROM code_scans
                 WHERE serial = %s AND time > now() - %s::interval""",
-            (serial, FLAG_WINDOW),
+            (canonical, FLAG_WINDOW),
         ).fetchone()
         assert stats is not None
         reason = None
@@ -174,7 +202,7 @@ def record_scan(conn: Conn, *, serial: str, ip: str | None, user_agent: str | No
         if reason:
             flagged = conn.execute(
                 "UPDATE codes SET flagged_at = now(), flag_reason = %s WHERE serial = %s RETURNING flagged_at",
-                (reason, serial),
+                (reason, canonical),
             ).fetchone()
             assert flagged is not None
             row = {**row, "flagged_at": flagged["flagged_at"], "flag_reason": reason}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,38 +25,34 @@ MAX_GAP_MINUTES = 15.0
 # Time outside the band tolerated before the verdict becomes an excursion (short door openings).
 TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
+# The summary is the costly part of a page view (a pass over the readings), and a popular lot is
+# scanned by many shoppers at once: each process keeps it this long. Readings arriving late show
+# up within this delay; recalls, certificates and events are always read fresh.
+CACHE_SECONDS = 60.0
+CACHE_MAX_ENTRIES = 20_000
+_cache: dict[tuple[str, tuple[int, ...]], tuple[float, ColdChain]] = {}
+_cache_lock = threading.Lock()
 # Chart axis labels are read by consumers in China.
 DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
 
-_SUMMARY = """
-WITH custody AS (
-    SELECT k.channel_id, k.started_at, coalesce(k.ended_at, now()) AS ended_at
-      FROM batch_custody k JOIN channels ch ON ch.id = k.channel_id
-     WHERE k.batch_id = ANY(%(batch_ids)s) AND ch.unit = 'Cel'
-), r AS (
-    SELECT r.time, r.value,
-           least(extract(epoch FROM coalesce(lead(r.time) OVER w, r.time) - r.time) / 60.0, %(gap)s) AS minutes
-      FROM readings r JOIN custody k
-        ON r.channel_id = k.channel_id AND r.time >= k.started_at AND r.time < k.ended_at
-    WINDOW w AS (PARTITION BY r.channel_id ORDER BY r.time)
-)
-SELECT count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS mean,
-       min(time) AS first, max(time) AS last,
-       coalesce(sum(minutes) FILTER (WHERE value < %(low)s OR value > %(high)s), 0) AS minutes_outside,
-       -- Mean kinetic temperature, ΔH/R = 10,000 K.
-       -10000.0 / ln(avg(exp(-10000.0 / (value + 273.15)))) - 273.15 AS mkt
-  FROM r
+_CUSTODY = """
+SELECT k.channel_id, k.started_at, least(coalesce(k.ended_at, now()), now()) AS ended_at
+  FROM batch_custody k JOIN channels ch ON ch.id = k.channel_id
+ WHERE k.batch_id = ANY(%s) AND ch.unit = 'Cel' AND k.started_at < now()
+ ORDER BY k.started_at
 """
-_SERIES = """
-WITH custody AS (
-    SELECT k.channel_id, k.started_at, coalesce(k.ended_at, now()) AS ended_at
-      FROM batch_custody k JOIN channels ch ON ch.id = k.channel_id
-     WHERE k.batch_id = ANY(%(batch_ids)s) AND ch.unit = 'Cel'
-)
-SELECT time_bucket(%(bucket)s::interval, r.time) AS t, min(r.value) AS lo, max(r.value) AS hi, avg(r.value) AS v
-  FROM readings r JOIN custody k
-    ON r.channel_id = k.channel_id AND r.time >= k.started_at AND r.time < k.ended_at
- GROUP BY 1 ORDER BY 1
+# One interval at a time, with its bounds as parameters: TimescaleDB then touches only the chunks
+# of that interval (a join against the custody table would visit every chunk's index).
+_BUCKETS = """
+SELECT time_bucket(%(bucket)s::interval, time) AS t, count(*) AS n,
+       count(*) FILTER (WHERE value < %(low)s OR value > %(high)s) AS n_out,
+       min(value) AS lo, max(value) AS hi, sum(value) AS total,
+       -- for the mean kinetic temperature (ΔH/R = 10,000 K)
+       sum(exp(-10000.0 / (value + 273.15))) AS arrhenius,
+       min(time) AS first, max(time) AS last
+  FROM readings
+ WHERE channel_id = %(channel)s AND time >= %(start)s AND time < %(end)s
+ GROUP BY 1
 """
 
 
@@ -94,34 +93,98 @@ class ColdChain:
         }
 
 
+def _merge(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Combines buckets that two custody intervals share (a lot moved between rooms within one bucket)."""
+    merged: dict[datetime, dict[str, Any]] = {}
+    for b in buckets:
+        m = merged.get(b["t"])
+        if m is None:
+            merged[b["t"]] = dict(b)
+            continue
+        for k in ("n", "n_out", "total", "arrhenius"):
+            m[k] += b[k]
+        m["lo"], m["hi"] = min(m["lo"], b["lo"]), max(m["hi"], b["hi"])
+        m["first"], m["last"] = min(m["first"], b["first"]), max(m["last"], b["last"])
+    return [merged[t] for t in sorted(merged)]
+
+
 def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
-    """Summarises the temperature readings over the custody intervals of these batches (a lot and its sources)."""
+    """Summarises the temperature readings over the custody intervals of these batches (a lot and its sources).
+
+    Works on chart buckets (about CHART_POINTS over the whole span), so its cost does not grow with the
+    number of readings returned. Time outside the band is estimated per bucket: the share of readings
+    outside it times the time the bucket's readings cover (each reading covers at most MAX_GAP_MINUTES).
+    """
     band = PRODUCT_BANDS.get(product, (None, None))
-    low = band[0] if band[0] is not None else -1e9
-    high = band[1] if band[1] is not None else 1e9
-    params = {"batch_ids": batch_ids, "gap": MAX_GAP_MINUTES, "low": low, "high": high}
-    s = conn.execute(_SUMMARY, params).fetchone()
-    assert s is not None
-    if not s["n"]:
-        return ColdChain(product, band, 0, None, None, None, None, 0.0, None, None, "no_data", [])
-    span = (s["last"] - s["first"]).total_seconds()
+    custody = conn.execute(_CUSTODY, (batch_ids,)).fetchall()
+    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, None, None, "no_data", [])
+    if not custody:
+        return empty
+    span = (max(k["ended_at"] for k in custody) - min(k["started_at"] for k in custody)).total_seconds()
     bucket_seconds = max(60, int(span / CHART_POINTS) + 1)
-    series = conn.execute(_SERIES, {"batch_ids": batch_ids, "bucket": f"{bucket_seconds} seconds"}).fetchall()
-    outside = float(s["minutes_outside"])
+    params: dict[str, Any] = {
+        "bucket": f"{bucket_seconds} seconds",
+        "low": band[0] if band[0] is not None else -1e9,
+        "high": band[1] if band[1] is not None else 1e9,
+    }
+    rows: list[dict[str, Any]] = []
+    for k in custody:
+        params.update(channel=k["channel_id"], start=k["started_at"], end=k["ended_at"])
+        rows += conn.execute(_BUCKETS, params).fetchall()
+    buckets = _merge(rows)
+    if not buckets:
+        return empty
+    n = sum(int(b["n"]) for b in buckets)
+    outside = 0.0
+    for b in buckets:
+        if b["n_out"]:
+            step = (
+                (b["last"] - b["first"]).total_seconds() / 60 / (b["n"] - 1)
+                if b["n"] > 1
+                else MAX_GAP_MINUTES
+            )
+            covered = min(bucket_seconds / 60, b["n"] * min(step, MAX_GAP_MINUTES))
+            outside += covered * b["n_out"] / b["n"]
+    arrhenius = sum(float(b["arrhenius"]) for b in buckets) / n
+    series = [
+        {"t": b["t"], "lo": float(b["lo"]), "hi": float(b["hi"]), "v": float(b["total"]) / int(b["n"])}
+        for b in buckets
+    ]
     return ColdChain(
         product=product,
         band=band,
-        readings=int(s["n"]),
-        minimum=float(s["min"]),
-        maximum=float(s["max"]),
-        mean=round(float(s["mean"]), 2),
-        mkt=round(float(s["mkt"]), 2),
+        readings=n,
+        minimum=min(p["lo"] for p in series),
+        maximum=max(p["hi"] for p in series),
+        mean=round(sum(float(b["total"]) for b in buckets) / n, 2),
+        mkt=round(-10000.0 / math.log(arrhenius) - 273.15, 2),
         minutes_outside=outside,
-        first=s["first"],
-        last=s["last"],
+        first=buckets[0]["first"],
+        last=buckets[-1]["last"],
         verdict="excursion" if outside > TOLERANCE_MINUTES else "ok",
         series=series,
     )
+
+
+def summarize_cached(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
+    """`summarize`, reusing a result younger than CACHE_SECONDS in this process."""
+    key = (product, tuple(batch_ids))
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    result = summarize(conn, product=product, batch_ids=batch_ids)
+    with _cache_lock:
+        if len(_cache) >= CACHE_MAX_ENTRIES:
+            _cache.clear()
+        _cache[key] = (now + CACHE_SECONDS, result)
+    return result
+
+
+def clear_cache() -> None:
+    """Forgets cached summaries (tests, and after bulk corrections)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def chart_svg(cc: ColdChain, *, width: int = 340, height: int = 140) -> str:

@@ -26,12 +26,14 @@ _templates = jinja2.Environment(
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _scan_view(conn: Conn, request: Request, code: dict[str, Any]) -> dict[str, Any]:
+def _scan_view(
+    conn: Conn, request: Request, code: str, *, gtin: str | None = None, lot: str | None = None
+) -> dict[str, Any]:
     client = request.client.host if request.client else None
-    scan = trace_codes.record_scan(
-        conn, serial=code["serial"], ip=client, user_agent=request.headers.get("user-agent")
+    row = trace_codes.record_scan(
+        conn, serial=code, ip=client, user_agent=request.headers.get("user-agent"), gtin=gtin, lot=lot
     )
-    return page.trace_view(conn, code=code, scan=scan)
+    return page.trace_view(conn, code=row)
 
 
 def _html(view: dict[str, Any], lang: str) -> HTMLResponse:
@@ -50,10 +52,9 @@ def _not_found(lang: str) -> HTMLResponse:
 def trace_page(code: str, request: Request, conn: ConnDep, lang: str | None = None) -> HTMLResponse:
     language = i18n.pick(lang) if lang else "zh"
     try:
-        row = trace_codes.resolve(conn, code=code)
+        return _html(_scan_view(conn, request, code), language)
     except CodeNotFound:
         return _not_found(language)
-    return _html(_scan_view(conn, request, row), language)
 
 
 @router.get(
@@ -66,16 +67,14 @@ def digital_link_page(
 ) -> HTMLResponse:
     language = i18n.pick(lang) if lang else "zh"
     try:
-        row = trace_codes.resolve_digital_link(conn, gtin=gtin, lot=lot, serial=serial)
+        return _html(_scan_view(conn, request, serial, gtin=gtin, lot=lot), language)
     except CodeNotFound:
         return _not_found(language)
-    return _html(_scan_view(conn, request, row), language)
 
 
 @router.get("/api/v1/trace/{code}", summary="The consumer page as JSON")
 def trace_json(code: str, request: Request, conn: ConnDep) -> JSONResponse:
-    row = trace_codes.resolve(conn, code=code)
-    view = _scan_view(conn, request, row)
+    view = _scan_view(conn, request, code)
     view.pop("_chart_svg")
     return JSONResponse(view, headers=_NO_STORE)
 

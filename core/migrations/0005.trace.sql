@@ -144,3 +144,7 @@ CREATE TABLE code_scans (
 );
 CREATE INDEX code_scans_serial_idx ON code_scans (serial, time DESC);
 DO $$ BEGIN PERFORM create_hypertable('code_scans', by_range('time', INTERVAL '7 days')); END $$;
+
+-- Consumer pages show China time (no daylight saving: a fixed +08:00), built as JSON in one query.
+CREATE FUNCTION trace_cn_time(t timestamptz) RETURNS text LANGUAGE sql STABLE AS
+$$ SELECT to_char(t AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD"T"HH24:MI:SS"+08:00"') $$;
