@@ -67,6 +67,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def create_database(admin_url: str, name: str) -> None:
+    """CREATE DATABASE from template1, retrying while another session (a parallel test run) holds the template."""
+    for attempt in range(50):
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+            return
+        except psycopg.errors.ObjectInUse:
+            time.sleep(0.2 + 0.05 * attempt)
+    raise RuntimeError("template1 stayed busy")
+
+
 def serial() -> str:
     return base64.b32encode(secrets.token_bytes(10)).decode().rstrip("=")
 
@@ -159,8 +171,7 @@ def main() -> int:
     name = f"agritrace_bench_{secrets.token_hex(4)}"
     admin = base.rsplit("/", 1)[0] + "/postgres"
     url = base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+    create_database(admin, name)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         db.migrate(url)

@@ -30,7 +30,7 @@ CHART_POINTS = 96
 # up within this delay; recalls, certificates and events are always read fresh.
 CACHE_SECONDS = 60.0
 CACHE_MAX_ENTRIES = 20_000
-_cache: dict[tuple[str, tuple[int, ...]], tuple[float, ColdChain]] = {}
+_cache: dict[tuple[str, tuple[int, ...]], tuple[float, dict[str, Any], str]] = {}
 _cache_lock = threading.Lock()
 # Chart axis labels are read by consumers in China.
 DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
@@ -166,19 +166,20 @@ def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
     )
 
 
-def summarize_cached(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
-    """`summarize`, reusing a result younger than CACHE_SECONDS in this process."""
+def summarize_cached(conn: Conn, *, product: str, batch_ids: list[int]) -> tuple[dict[str, Any], str]:
+    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process."""
     key = (product, tuple(batch_ids))
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
-        return hit[1]
-    result = summarize(conn, product=product, batch_ids=batch_ids)
+        return hit[1], hit[2]
+    cold = summarize(conn, product=product, batch_ids=batch_ids)
+    summary, chart = cold.as_json(), chart_svg(cold)
     with _cache_lock:
         if len(_cache) >= CACHE_MAX_ENTRIES:
             _cache.clear()
-        _cache[key] = (now + CACHE_SECONDS, result)
-    return result
+        _cache[key] = (now + CACHE_SECONDS, summary, chart)
+    return summary, chart
 
 
 def clear_cache() -> None:

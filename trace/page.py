@@ -79,13 +79,15 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
     if row is None or row["batch"] is None:
         raise BatchNotFound("the batch of this code is gone")
     batch = row["batch"]
-    cold = coldchain.summarize_cached(conn, product=batch["product"], batch_ids=list(row["history_ids"]))
+    cold, chart = coldchain.summarize_cached(
+        conn, product=batch["product"], batch_ids=list(row["history_ids"])
+    )
     warnings = []
     if row["recalls"]:
         warnings.append("recalled")
     if any(c["status"] in ("expired", "revoked") for c in row["certificates"]):
         warnings.append("certificate_expired")
-    if cold.verdict == "excursion":
+    if cold["verdict"] == "excursion":
         warnings.append("cold_chain_excursion")
     if any(not i["passed"] for i in row["inspections"]):
         warnings.append("inspection_failed")
@@ -104,7 +106,7 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
         "certificates": [{**c, "name": CERTIFICATE_NAMES[c["kind"]]} for c in row["certificates"]],
         "compliance_certificate": row["compliance"],
         "journey": row["journey"],
-        "cold_chain": cold.as_json(),
+        "cold_chain": cold,
         "inspections": row["inspections"],
         "scans": {
             "count": code["scan_count"],
@@ -112,5 +114,5 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
             "flagged": code.get("flagged_at") is not None,
         },
         "warnings": warnings,
-        "_chart_svg": coldchain.chart_svg(cold),
+        "_chart_svg": chart,
     }

@@ -192,3 +192,20 @@ def test_random_and_malformed_codes_get_404_pages_never_500(client: TestClient, 
     ):
         resp = client.get(url)
         assert resp.status_code == 404, (url, resp.status_code)
+
+
+def test_cli_writes_a_label_sheet_for_every_code_of_a_batch(database: str, tmp_path: Path) -> None:
+    created = _cli(database, "batches", "create", "--product", "tea", "--cooperative", "六堡茶社", "--json")
+    _cli(database, "codes", "issue", "--batch", str(created["batch_id"]), "--count", "50", "--json")
+    out = tmp_path / "labels.pdf"
+    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    run = subprocess.run(
+        [str(AGRITRACE), "codes", "labels", "--batch", str(created["batch_id"]), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "50 label(s)" in run.stdout
+    pdf = out.read_bytes()
+    assert pdf.startswith(b"%PDF") and re.search(rb"/Count 3\b", pdf)  # 50 labels, 24 per page
