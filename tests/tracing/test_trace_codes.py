@@ -28,6 +28,24 @@ def zbar(path: Path) -> str:
     return out.stdout.strip()
 
 
+def zbar_pdf_page(pdf: bytes, index: int) -> list[str]:
+    """Rasterises one PDF page (pdfium) at ~216 dpi and decodes every QR on it with zbar."""
+    import tempfile
+
+    import pypdfium2
+
+    page = pypdfium2.PdfDocument(pdf)[index]
+    bitmap = page.render(scale=3, grayscale=True)
+    w, h, stride = bitmap.width, bitmap.height, bitmap.stride
+    raw = bytes(bitmap.buffer)
+    pixels = b"".join(raw[i * stride : i * stride + w] for i in range(h))
+    with tempfile.NamedTemporaryFile(suffix=".pgm") as f:
+        f.write(b"P5\n%d %d\n255\n" % (w, h) + pixels)
+        f.flush()
+        out = subprocess.run(["zbarimg", "--raw", "-q", f.name], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_qr_png_decodes_with_zbar_to_the_issued_url_and_that_url_shows_the_batch(
     client: TestClient, mango_lot: dict[str, Any], artifacts: Path
 ) -> None:
@@ -160,7 +178,7 @@ def test_cli_refuses_a_gtin_with_a_wrong_check_digit(database: str) -> None:
 
 
 def test_label_sheet_puts_many_labels_on_each_a4_page(
-    client: TestClient, admin: dict[str, str], mango_lot: dict[str, Any], artifacts: Path
+    client: TestClient, conn: Conn, admin: dict[str, str], mango_lot: dict[str, Any], artifacts: Path
 ) -> None:
     batch_id = mango_lot["child"]["id"]
     client.post(f"/api/v1/batches/{batch_id}/codes", json={"count": 29}, headers=admin).raise_for_status()
@@ -170,6 +188,10 @@ def test_label_sheet_puts_many_labels_on_each_a4_page(
     (artifacts / "labels-mango-lot.pdf").write_bytes(resp.content)
     # 30 codes at 24 labels per page: two pages
     assert re.search(rb"/Count 2\b", resp.content)
+    # Printed and scanned: every label on the first page decodes to one of the batch's URLs.
+    decoded = zbar_pdf_page(resp.content, 0)
+    assert len(set(decoded)) == 24
+    assert set(decoded) <= {r["url"] for r in trace_codes.list_codes(conn, batch_id=batch_id)}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -185,6 +207,8 @@ def test_random_and_malformed_codes_get_404_pages_never_500(client: TestClient, 
 
     path = quote(code, safe="")
     for url in (
+        f"/01/{path}/10/L1/21/{path}",
+        f"/01/06901234567892/10/{path}/21/AAAAAAAAAAAAAAAA",
         f"/t/{path}",
         f"/api/v1/trace/{path}",
         f"/api/v1/codes/{path}/qr.png",
