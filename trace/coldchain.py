@@ -78,8 +78,8 @@ class ColdChain:
             "product": self.product,
             "band_celsius": {"low": self.band[0], "high": self.band[1]},
             "readings": self.readings,
-            "min": self.minimum,
-            "max": self.maximum,
+            "min": round(self.minimum, 1) if self.minimum is not None else None,
+            "max": round(self.maximum, 1) if self.maximum is not None else None,
             "mean": self.mean,
             "mean_kinetic_temperature": self.mkt,
             "minutes_outside_band": round(self.minutes_outside, 1),
@@ -228,7 +228,7 @@ def chart_svg(cc: ColdChain, *, width: int = 340, height: int = 140) -> str:
     )
     parts.append(
         f'<text x="{width - pad_r}" y="{height - 4}" font-size="9" fill="#555" text-anchor="end">'
-        f"{cc.series[-1]['t']:%m-%d %H:%M}</text>"
+        f"{cc.series[-1]['t'].astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>"
     )
     parts.append("</svg>")
     return "".join(parts)

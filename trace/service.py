@@ -459,6 +459,12 @@ def recall_batch(conn: Conn, *, batch_id: int, reason: str, recalled_by: str) ->
         "INSERT INTO batch_recalls (batch_id, reason, recalled_by) VALUES (%s, %s, %s) RETURNING *",
         (batch_id, reason.strip(), recalled_by),
     )
+    # The recall is part of the batch's journey (and of its EPCIS export) too.
+    conn.execute(
+        """INSERT INTO trace_events (batch_id, biz_step, disposition, event_time, actor)
+           VALUES (%s, 'recalling', 'recalled', %s, %s)""",
+        (batch_id, recall["recalled_at"], recalled_by),
+    )
     affected = downstream(conn, batch_id=batch_id)
     ids = [batch_id, *(b["id"] for b in affected)]
     codes = _one(conn, "SELECT count(*) AS n FROM codes WHERE batch_id = ANY(%s)", (ids,))["n"]

@@ -103,7 +103,10 @@ def test_recalled_parent_batch_shows_on_the_child_lots_page(
     page = client.get(urlsplit(mango_lot["url"]).path)
     assert 'id="recall"' in page.text
     assert "该产品已被召回" in page.text and "农药残留超标" in page.text
-    assert client.get(f"/api/v1/trace/{mango_lot['code']}").json()["recalled"] is True
+    body = client.get(f"/api/v1/trace/{mango_lot['code']}").json()
+    assert body["recalled"] is True
+    assert body["journey"][-1]["biz_step"] == "recalling"
+    assert body["recalls"][0]["lot"] == mango_lot["parent"]["lot"] and body["recalls"][0]["own"] is False
 
 
 def test_a_lot_packed_after_the_recall_is_covered_too(conn: Conn, mango_lot: dict[str, Any]) -> None:
