@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
 from agritrace.api.deps import ConnDep, PrincipalDep, require
@@ -43,11 +43,12 @@ def create_batch(body: schemas.BatchIn, conn: ConnDep, principal: Writer) -> dic
 
 @router.get("/batches", summary="List batches")
 def list_batches(
-    conn: ConnDep, principal: PrincipalDep, after_id: int = 0, limit: int = 100
+    conn: ConnDep,
+    principal: PrincipalDep,
+    after_id: Annotated[int, Query(ge=0, description="Keyset paging: the last id of the previous page.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    items = trace_service.list_batches(
-        conn, cooperative_id=_scope(principal), after_id=after_id, limit=min(limit, 1000)
-    )
+    items = trace_service.list_batches(conn, cooperative_id=_scope(principal), after_id=after_id, limit=limit)
     return {"items": items}
 
 
@@ -192,5 +193,7 @@ def recall(batch_id: int, body: schemas.RecallIn, conn: ConnDep, principal: Over
 
 
 @router.get("/codes/flagged", summary="Codes flagged as possibly counterfeit")
-def flagged(conn: ConnDep, principal: Overseer, limit: int = 100) -> dict[str, Any]:
-    return {"items": trace_codes.flagged_codes(conn, limit=min(limit, 1000))}
+def flagged(
+    conn: ConnDep, principal: Overseer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
+    return {"items": trace_codes.flagged_codes(conn, limit=limit)}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 Product = Literal["mango", "citrus", "tea"]
+
+
+# Times must carry their offset: a packing house in Guangxi and a server in UTC must not disagree
+# silently about when a lot left the cold room.
 
 
 class BatchIn(BaseModel):
@@ -54,7 +58,7 @@ class DocumentIn(BaseModel):
 
 class EventIn(BaseModel):
     biz_step: str
-    event_time: datetime
+    event_time: AwareDatetime
     disposition: str | None = None
     event_tz: str = "+08:00"
     place: str | None = Field(default=None, max_length=200)
@@ -64,8 +68,8 @@ class EventIn(BaseModel):
 
 class CustodyIn(BaseModel):
     channel_id: int
-    started_at: datetime
-    ended_at: datetime | None = None
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
 
 
 class CertificateIn(BaseModel):
@@ -82,13 +86,13 @@ class ComplianceIn(BaseModel):
     quantity: Decimal = Field(gt=0)
     unit: str = Field(min_length=1, max_length=16)
     origin: str = Field(min_length=1, max_length=200)
-    issued_at: datetime
+    issued_at: AwareDatetime
     issuer: str = Field(min_length=1, max_length=200)
     contact: str = Field(min_length=5, max_length=40)
 
 
 class InspectionIn(BaseModel):
-    inspected_at: datetime
+    inspected_at: AwareDatetime
     kind: str = Field(min_length=1, max_length=100)
     passed: bool
     standard: str | None = Field(default=None, max_length=100)

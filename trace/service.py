@@ -8,6 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from agritrace.db import Conn
@@ -75,9 +76,9 @@ def ensure_cooperative(conn: Conn, *, name: str) -> int:
 
 
 def _new_lot(product: str, harvest: date | None) -> str:
-    """A readable, unique-enough lot: product letter, harvest date, random suffix (`M260915-3FA9C2`)."""
+    """A readable, unique-enough lot: product letter, harvest date, random suffix (`M260915-3FA9C2D1E0`)."""
     day = (harvest or date.today()).strftime("%y%m%d")
-    return f"{product[0].upper()}{day}-{secrets.token_hex(3).upper()}"
+    return f"{product[0].upper()}{day}-{secrets.token_hex(5).upper()}"
 
 
 def create_batch(
@@ -104,27 +105,41 @@ def create_batch(
         raise InvalidInput("a lot has 1 to 20 characters: letters, digits and '-' (not first)")
     if quantity is not None and quantity <= 0:
         raise InvalidInput("quantity must be positive")
-    if conn.execute("SELECT 1 FROM batches WHERE lot = %s", (lot,)).fetchone():
+    if lot is not None and conn.execute("SELECT 1 FROM batches WHERE lot = %s", (lot,)).fetchone():
         raise Conflict(f"lot {lot!r} already exists")
+    # Generated lots carry 40 random bits; on the rare collision (or a concurrent insert of the same
+    # given lot) the savepoint lets us retry or answer 409 instead of failing the transaction.
+    for _attempt in range(3):
+        try:
+            with conn.transaction():
+                return _insert_batch(
+                    conn,
+                    lot or _new_lot(product, harvest_date),
+                    cooperative_id,
+                    product,
+                    variety,
+                    gtin14,
+                    origin_plot,
+                    gi_area,
+                    latitude,
+                    longitude,
+                    harvest_date,
+                    quantity,
+                    unit,
+                )
+        except psycopg.errors.UniqueViolation:
+            if lot is not None:
+                raise Conflict(f"lot {lot!r} already exists") from None
+    raise Conflict("could not allocate a unique lot number, try again")
+
+
+def _insert_batch(conn: Conn, *values: Any) -> dict[str, Any]:
     return _one(
         conn,
         """INSERT INTO batches (lot, cooperative_id, product, variety, gtin, origin_plot, gi_area,
                                 latitude, longitude, harvest_date, quantity, unit)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (
-            lot or _new_lot(product, harvest_date),
-            cooperative_id,
-            product,
-            variety,
-            gtin14,
-            origin_plot,
-            gi_area,
-            latitude,
-            longitude,
-            harvest_date,
-            quantity,
-            unit,
-        ),
+        values,
     )
 
 
@@ -168,6 +183,19 @@ def split_batch(
     parent = get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
     if not parts:
         raise InvalidInput("a split needs at least one part")
+    if parent["quantity"] is not None and all(
+        p.get("quantity") is not None and (p.get("unit") or parent["unit"]) == parent["unit"] for p in parts
+    ):
+        packed = _one(
+            conn,
+            "SELECT coalesce(sum(quantity), 0) AS q FROM batch_lineage WHERE parent_id = %s",
+            (parent["id"],),
+        )["q"]
+        if packed + sum(Decimal(str(p["quantity"])) for p in parts) > parent["quantity"]:
+            raise InvalidInput(
+                f"batch {parent['id']} holds {parent['quantity']} {parent['unit'] or ''}, "
+                f"{packed} already packed: the parts do not fit"
+            )
     children = []
     for part in parts:
         child = create_batch(

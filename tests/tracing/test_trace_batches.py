@@ -256,3 +256,59 @@ def test_demo_data_loads_idempotently(conn: Conn) -> None:
     second = demo.load(conn)
     assert first == second
     assert conn.execute("SELECT count(*) AS n FROM codes").fetchone() == {"n": 2}
+
+
+def test_packing_more_than_a_batch_holds_is_refused(
+    client: TestClient, admin: dict[str, str], mango_lot: dict[str, Any]
+) -> None:
+    parent = mango_lot["parent"]["id"]  # 2,000 kg, 500 kg already packed
+    too_much = client.post(
+        f"/api/v1/batches/{parent}/split",
+        json={"parts": [{"quantity": 1000}, {"quantity": 600}]},
+        headers=admin,
+    )
+    assert too_much.status_code == 422 and "do not fit" in too_much.json()["detail"]
+    fits = client.post(
+        f"/api/v1/batches/{parent}/split",
+        json={"parts": [{"quantity": 1000}, {"quantity": 500}]},
+        headers=admin,
+    )
+    assert fits.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/events", {"biz_step": "packing", "event_time": "2026-07-12T09:00:00"}),
+        (
+            "post",
+            "/custody",
+            {"channel_id": 1, "started_at": "2026-07-12T09:00:00Z", "ended_at": "2026-07-12T10:00:00"},
+        ),
+        ("post", "/custody", {"channel_id": 2**40, "started_at": "2026-07-12T09:00:00Z"}),
+        ("post", "/split", {"parts": []}),
+        ("post", "/codes", {"count": 0}),
+        ("post", "/codes", {"count": 10**9}),
+        ("get", "/../../batches?limit=-1", None),
+        ("get", "/../../codes/flagged?limit=0", None),
+    ],
+)
+def test_bad_input_is_a_4xx_problem_never_a_500(
+    client: TestClient,
+    admin: dict[str, str],
+    mango_lot: dict[str, Any],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    url = f"/api/v1/batches/{mango_lot['child']['id']}{path}"
+    resp = client.request(method.upper(), url, json=body, headers=admin)
+    assert 400 <= resp.status_code < 500, (url, resp.status_code, resp.text)
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_a_given_lot_number_is_unique(client: TestClient, admin: dict[str, str]) -> None:
+    body = {"product": "citrus", "cooperative": "沃柑社", "lot": "WOGAN-2026-01"}
+    assert client.post("/api/v1/batches", json=body, headers=admin).status_code == 201
+    again = client.post("/api/v1/batches", json=body, headers=admin)
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
