@@ -47,6 +47,32 @@ def test_phone_browser_renders_product_certificates_chart_and_verdict(
     assert "全程冷链合格" in dom
 
 
+@pytest.mark.slow
+def test_phone_browser_shows_a_recall_in_english(
+    live_server: str, conn: Conn, mango_lot: dict[str, Any], artifacts: Path, tmp_path: Path
+) -> None:
+    trace_service.recall_batch(
+        conn, batch_id=mango_lot["parent"]["id"], reason="pesticide residue", recalled_by="regulator"
+    )
+    url = f"{live_server}/t/{mango_lot['code']}?lang=en"
+    shot = artifacts / "trace-page-phone-recalled-en.png"
+    common = [
+        "/usr/bin/chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=390,844",
+        "--hide-scrollbars",
+    ]
+    subprocess.run([*common, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=90)
+    dom = subprocess.run(
+        [*common, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=90
+    ).stdout
+    assert "RECALLED" in dom and "pesticide residue" in dom and "Mango" in dom
+
+
 def test_page_shows_origin_cooperative_harvest_certificates_journey_and_scan_count(
     client: TestClient, mango_lot: dict[str, Any]
 ) -> None:
