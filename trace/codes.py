@@ -174,6 +174,9 @@ def record_scan(
         gtin is not None and not (gtin.isascii() and gtin.isdigit() and len(gtin) <= 14)
     ):
         raise CodeNotFound("this is not a code we issued")
+    # Every stored lot has this shape (a CHECK constraint); anything else (a NUL byte, say) is not ours.
+    if lot is not None and not gs1.is_uri_safe(lot):
+        raise CodeNotFound("this is not a code we issued")
     row = conn.execute(
         _SCAN,
         {

@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 Product = Literal["mango", "citrus", "tea"]
 
@@ -15,7 +15,18 @@ Product = Literal["mango", "citrus", "tea"]
 # silently about when a lot left the cold room.
 
 
-class BatchIn(BaseModel):
+class _In(BaseModel):
+    """A request body. PostgreSQL text cannot hold NUL characters: refuse them here (422), not at the database (500)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+
+
+class BatchIn(_In):
     product: Product
     cooperative: str | None = Field(
         default=None, description="Cooperative name (admin only; created if new)."
@@ -34,29 +45,29 @@ class BatchIn(BaseModel):
     unit: str | None = Field(default=None, max_length=16)
 
 
-class PartIn(BaseModel):
+class PartIn(_In):
     quantity: Decimal | None = Field(default=None, gt=0)
     unit: str | None = Field(default=None, max_length=16)
     lot: str | None = Field(default=None, max_length=20)
     gtin: str | None = Field(default=None, max_length=14)
 
 
-class SplitIn(BaseModel):
+class SplitIn(_In):
     parts: list[PartIn] = Field(min_length=1, max_length=1000)
 
 
-class MergeIn(BaseModel):
+class MergeIn(_In):
     batch_ids: list[int] = Field(min_length=2, max_length=100)
     lot: str | None = Field(default=None, max_length=20)
     gtin: str | None = Field(default=None, max_length=14)
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(_In):
     type: str = Field(max_length=32)
     id: str = Field(max_length=200)
 
 
-class EventIn(BaseModel):
+class EventIn(_In):
     biz_step: str
     event_time: AwareDatetime
     disposition: str | None = None
@@ -66,13 +77,13 @@ class EventIn(BaseModel):
     documents: list[DocumentIn] = Field(default_factory=list, max_length=20)
 
 
-class CustodyIn(BaseModel):
+class CustodyIn(_In):
     channel_id: int
     started_at: AwareDatetime
     ended_at: AwareDatetime | None = None
 
 
-class CertificateIn(BaseModel):
+class CertificateIn(_In):
     kind: Literal["pollution_free", "green_food", "organic", "geographical_indication"]
     number: str = Field(max_length=64)
     issuer: str = Field(min_length=1, max_length=200)
@@ -81,7 +92,7 @@ class CertificateIn(BaseModel):
     scope: str | None = Field(default=None, max_length=500)
 
 
-class ComplianceIn(BaseModel):
+class ComplianceIn(_In):
     product_name: str = Field(min_length=1, max_length=100)
     quantity: Decimal = Field(gt=0)
     unit: str = Field(min_length=1, max_length=16)
@@ -91,7 +102,7 @@ class ComplianceIn(BaseModel):
     contact: str = Field(min_length=5, max_length=40)
 
 
-class InspectionIn(BaseModel):
+class InspectionIn(_In):
     inspected_at: AwareDatetime
     kind: str = Field(min_length=1, max_length=100)
     passed: bool
@@ -100,9 +111,9 @@ class InspectionIn(BaseModel):
     details: str | None = Field(default=None, max_length=1000)
 
 
-class IssueIn(BaseModel):
+class IssueIn(_In):
     count: int = Field(ge=1, le=100_000)
 
 
-class RecallIn(BaseModel):
+class RecallIn(_In):
     reason: str = Field(min_length=1, max_length=500)

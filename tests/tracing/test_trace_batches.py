@@ -312,3 +312,8 @@ def test_a_given_lot_number_is_unique(client: TestClient, admin: dict[str, str])
     assert client.post("/api/v1/batches", json=body, headers=admin).status_code == 201
     again = client.post("/api/v1/batches", json=body, headers=admin)
     assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+
+
+def test_text_with_nul_characters_is_refused_not_a_500(client: TestClient, admin: dict[str, str]) -> None:
+    resp = client.post("/api/v1/batches", json={"product": "tea", "cooperative": "茶\x00社"}, headers=admin)
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json"
