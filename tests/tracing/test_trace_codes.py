@@ -245,3 +245,14 @@ def test_cli_writes_a_label_sheet_for_every_code_of_a_batch(database: str, tmp_p
     assert "50 label(s)" in run.stdout
     pdf = out.read_bytes()
     assert pdf.startswith(b"%PDF") and re.search(rb"/Count 3\b", pdf)  # 50 labels, 24 per page
+
+
+def test_cli_demo_is_idempotent_and_its_urls_open_the_page(database: str, client: TestClient) -> None:
+    first = _cli(database, "trace", "demo", "--json")
+    second = _cli(database, "trace", "demo", "--json")
+    assert first == second and len(first["codes"]) == 2
+    for item in first["codes"]:
+        page = client.get(urlsplit(item["url"]).path)
+        assert page.status_code == 200 and item["lot"] in page.text
+    epcis_doc = _cli(database, "trace", "epcis", "--batch", str(first["codes"][0]["batch_id"]))
+    assert epcis_doc["type"] == "EPCISDocument" and epcis_doc["epcisBody"]["eventList"]
