@@ -16,6 +16,8 @@ from agritrace.coldchain import router as coldchain_router
 from agritrace.devices import router as devices_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
+from agritrace.trace import public as trace_public
+from agritrace.trace import router as trace_router
 
 
 @asynccontextmanager
@@ -64,4 +66,6 @@ def create_app() -> FastAPI:
     app.include_router(audit_router.router)
     app.include_router(coldchain_router.router)
     app.include_router(devices_router.router)
+    app.include_router(trace_router.router)
+    app.include_router(trace_public.router)
     return app

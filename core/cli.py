@@ -13,6 +13,7 @@ from agritrace.db import migrate
 from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
 from agritrace.ingest.cli import ingest_app, simulate
+from agritrace.trace.cli import batches_app, codes_app, trace_app
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -27,6 +28,9 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(gateways_app, name="gateways")
 app.add_typer(ingest_app, name="ingest")
 app.command("simulate")(simulate)
+app.add_typer(batches_app, name="batches")
+app.add_typer(codes_app, name="codes")
+app.add_typer(trace_app, name="trace")
 
 
 @db_app.command("migrate")

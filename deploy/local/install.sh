@@ -20,6 +20,8 @@ apt_packages=(
   mosquitto mosquitto-clients
   build-essential cmake dpkg-dev xz-utils
   zbar-tools chromium
+  # wrk: the trace page benchmark; a CJK font so headless Chromium screenshots show Chinese text
+  wrk fonts-wqy-zenhei
 )
 
 missing=()

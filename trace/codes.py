@@ -1,0 +1,316 @@
+"""Product codes: random serials per box, their URLs (GS1 Digital Link when the batch has a GTIN),
+QR images, PDF label sheets, and scan logging with a counterfeit flag."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import ipaddress
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import segno
+
+from agritrace.db import Conn
+from agritrace.errors import InvalidInput
+from agritrace.settings import get_settings
+from agritrace.trace import gs1
+from agritrace.trace import service as trace_service
+from agritrace.trace.exceptions import CodeNotFound
+
+SERIAL_BYTES = 10  # 80 random bits -> 16 base32 characters, inside GS1 AI (21)'s 20-character limit
+_SERIAL = re.compile(r"^[A-Z2-7]{16,20}$")
+MAX_ISSUE = 100_000
+# A genuine box is scanned a handful of times by a handful of people; a copied label is scanned
+# by many, in many places. Thresholds over a rolling day.
+FLAG_WINDOW = "24 hours"
+FLAG_MAX_SCANS = 50
+FLAG_MAX_PLACES = 5
+
+PRODUCT_NAMES = {
+    "mango": {"zh": "芒果", "en": "Mango"},
+    "citrus": {"zh": "柑橘", "en": "Citrus"},
+    "tea": {"zh": "茶叶", "en": "Tea"},
+}
+
+
+def new_serial() -> str:
+    """A random serial: 80 bits from `secrets`, base32 without padding (URI-safe, case-insensitive)."""
+    return base64.b32encode(secrets.token_bytes(SERIAL_BYTES)).decode().rstrip("=")
+
+
+def normalize_serial(code: str) -> str | None:
+    """The canonical (upper-case) serial, or None when it cannot be one of ours."""
+    if len(code) > 64:
+        return None
+    serial = code.strip().upper()
+    return serial if _SERIAL.match(serial) else None
+
+
+def code_url(*, serial: str, gtin: str | None, lot: str, base_url: str | None = None) -> str:
+    """The URL a QR carries: a GS1 Digital Link with a GTIN, else `{base}/t/{serial}`."""
+    base = (base_url or get_settings().public_base_url).rstrip("/")
+    if gtin:
+        return gs1.digital_link(base, gtin14=gtin, lot=lot, serial=serial)
+    return f"{base}/t/{serial}"
+
+
+def issue_codes(
+    conn: Conn, *, batch_id: int, count: int, cooperative_id: int | None = None
+) -> list[dict[str, str]]:
+    """Issues `count` new codes for a batch; returns `[{"code", "url"}]`."""
+    if not 1 <= count <= MAX_ISSUE:
+        raise InvalidInput(f"count must be between 1 and {MAX_ISSUE}")
+    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    serials = [new_serial() for _ in range(count)]
+    # COPY: a run of 100,000 labels is one round trip, not 100,000 INSERTs. 80-bit serials do not collide.
+    with conn.cursor() as cur, cur.copy("COPY codes (serial, batch_id) FROM STDIN") as copy:
+        for s in serials:
+            copy.write_row((s, batch_id))
+    return [{"code": s, "url": code_url(serial=s, gtin=batch["gtin"], lot=batch["lot"])} for s in serials]
+
+
+def list_codes(conn: Conn, *, batch_id: int, cooperative_id: int | None = None) -> list[dict[str, Any]]:
+    """A batch's codes with their URLs, in issue order."""
+    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    rows = conn.execute(
+        "SELECT serial, scan_count, flagged_at FROM codes WHERE batch_id = %s ORDER BY issued_at, serial",
+        (batch_id,),
+    ).fetchall()
+    return [
+        {**r, "code": r["serial"], "url": code_url(serial=r["serial"], gtin=batch["gtin"], lot=batch["lot"])}
+        for r in rows
+    ]
+
+
+def resolve(conn: Conn, *, code: str) -> dict[str, Any]:
+    """The code row with its batch id, gtin and lot; CodeNotFound for anything not issued by us."""
+    serial = normalize_serial(code)
+    if serial is None:
+        raise CodeNotFound("this is not a code we issued")
+    row = conn.execute(
+        """SELECT c.*, b.gtin, b.lot, b.product FROM codes c JOIN batches b ON b.id = c.batch_id
+            WHERE c.serial = %s""",
+        (serial,),
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
+    return row
+
+
+def place_hash(ip: str | None) -> str | None:
+    """A keyed hash of the client's network (/24 or /48): counts places without keeping addresses."""
+    if not ip:
+        return None
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    net = ipaddress.ip_network(f"{addr}/{24 if addr.version == 4 else 48}", strict=False)
+    key = get_settings().token_pepper.get_secret_value().encode()
+    return hmac.new(key, str(net).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def ua_family(user_agent: str | None) -> str:
+    """The browser family only (WeChat, Alipay, ...), never the full user agent."""
+    ua = (user_agent or "").lower()
+    for needle, family in (
+        ("micromessenger", "wechat"),
+        ("alipay", "alipay"),
+        ("dingtalk", "dingtalk"),
+        ("bot", "bot"),
+        ("spider", "bot"),
+        ("headlesschrome", "headless"),
+        ("edg/", "edge"),
+        ("firefox", "firefox"),
+        ("chrome", "chrome"),
+        ("safari", "safari"),
+        ("curl", "cli"),
+        ("wrk", "cli"),
+    ):
+        if needle in ua:
+            return family
+    return "other"
+
+
+# One round trip per scan: count it, log it, and return what the page needs about the code. Losing the
+# last few scans in a database crash is harmless; waiting for a WAL flush on every page view is not,
+# so this transaction commits asynchronously. A Digital Link scan must match the batch's GTIN and lot.
+_SCAN = """
+WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+u AS (
+    UPDATE codes c SET scan_count = c.scan_count + 1, last_scan_at = now(),
+                       first_scan_at = coalesce(c.first_scan_at, now())
+      FROM batches b
+     WHERE c.serial = %(serial)s AND b.id = c.batch_id
+       AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
+    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason,
+              b.gtin, b.lot, b.product
+), logged AS (
+    INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
+)
+SELECT u.*, (SELECT v FROM cfg) AS sync FROM u
+"""
+
+
+def record_scan(
+    conn: Conn,
+    *,
+    serial: str,
+    ip: str | None,
+    user_agent: str | None,
+    gtin: str | None = None,
+    lot: str | None = None,
+) -> dict[str, Any]:
+    """Logs a scan of an issued code and returns the code row; flags codes whose scans look copied.
+
+    CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match)."""
+    canonical = normalize_serial(serial)
+    if canonical is None or (
+        gtin is not None and not (gtin.isascii() and gtin.isdigit() and len(gtin) <= 14)
+    ):
+        raise CodeNotFound("this is not a code we issued")
+    # Every stored lot has this shape (a CHECK constraint); anything else (a NUL byte, say) is not ours.
+    if lot is not None and not gs1.is_uri_safe(lot):
+        raise CodeNotFound("this is not a code we issued")
+    row = conn.execute(
+        _SCAN,
+        {
+            "serial": canonical,
+            "gtin": gtin.zfill(14) if gtin is not None else None,
+            "lot": lot,
+            "place": place_hash(ip),
+            "ua": ua_family(user_agent),
+        },
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
+    # Only codes already scanned several times are worth the window query.
+    if row["flagged_at"] is None and row["scan_count"] > FLAG_MAX_PLACES:
+        stats = conn.execute(
+            """SELECT count(*) AS scans, count(DISTINCT place_hash) AS places FROM code_scans
+                WHERE serial = %s AND time > now() - %s::interval""",
+            (canonical, FLAG_WINDOW),
+        ).fetchone()
+        assert stats is not None
+        reason = None
+        if stats["scans"] > FLAG_MAX_SCANS:
+            reason = f"{stats['scans']} scans within {FLAG_WINDOW}"
+        elif stats["places"] > FLAG_MAX_PLACES:
+            reason = f"scanned from {stats['places']} different networks within {FLAG_WINDOW}"
+        if reason:
+            flagged = conn.execute(
+                "UPDATE codes SET flagged_at = now(), flag_reason = %s WHERE serial = %s RETURNING flagged_at",
+                (reason, canonical),
+            ).fetchone()
+            assert flagged is not None
+            row = {**row, "flagged_at": flagged["flagged_at"], "flag_reason": reason}
+    return row
+
+
+def flagged_codes(conn: Conn, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Codes flagged as possibly counterfeit, newest first (for regulators)."""
+    return conn.execute(
+        """SELECT c.serial AS code, c.batch_id, b.lot, co.name AS cooperative, c.scan_count, c.flagged_at,
+                  c.flag_reason
+             FROM codes c JOIN batches b ON b.id = c.batch_id JOIN cooperatives co ON co.id = b.cooperative_id
+            WHERE c.flagged_at IS NOT NULL ORDER BY c.flagged_at DESC LIMIT %s""",
+        (limit,),
+    ).fetchall()
+
+
+def qr(url: str) -> segno.QRCode:
+    """The QR symbol for a URL: error correction M or better (segno boosts it when it fits)."""
+    return segno.make_qr(url, error="m", boost_error=True)
+
+
+def qr_png(url: str, *, scale: int = 8) -> bytes:
+    """PNG with the standard 4-module quiet zone."""
+    buf = io.BytesIO()
+    qr(url).save(buf, kind="png", scale=scale, border=4)
+    return buf.getvalue()
+
+
+def qr_svg(url: str, *, scale: int = 4) -> bytes:
+    """SVG with the standard 4-module quiet zone."""
+    buf = io.BytesIO()
+    qr(url).save(buf, kind="svg", scale=scale, border=4, xmldecl=False)
+    return buf.getvalue()
+
+
+def label_sheet_pdf(
+    *,
+    labels: Iterable[dict[str, str]],
+    product_name: str,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
+    """An A4 PDF of labels (4 x 6 per page): QR, product name, and the code text under each."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+    from reportlab.pdfgen.canvas import FILL_NON_ZERO
+
+    # A CID font built into every PDF reader: Chinese text without shipping a font file.
+    font = "STSong-Light"
+    if font not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(font))
+    cols, rows = 4, 6
+    page_w, page_h = A4
+    margin = 10 * mm
+    cell_w = (page_w - 2 * margin) / cols
+    cell_h = (page_h - 2 * margin) / rows
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4)
+    pdf.setTitle(f"{product_name} labels")
+    n = 0
+    for n, label in enumerate(labels, start=1):
+        slot = (n - 1) % (cols * rows)
+        if slot == 0 and n > 1:
+            pdf.showPage()
+        col, row = slot % cols, slot // cols
+        x0 = margin + col * cell_w
+        y0 = page_h - margin - (row + 1) * cell_h
+        matrix = qr(label["url"]).matrix
+        size = len(matrix) + 8  # quiet zone of 4 modules each side
+        module = min(cell_w - 6 * mm, cell_h - 16 * mm) / size
+        qx = x0 + (cell_w - size * module) / 2
+        qy = y0 + 12 * mm
+        # Vector modules, one path per symbol with horizontal runs merged: crisp at any printer
+        # resolution, and a 100,000-label run stays a file a print shop accepts.
+        path = pdf.beginPath()
+        for r, line in enumerate(matrix):
+            c = 0
+            while c < len(line):
+                if line[c]:
+                    start = c
+                    while c < len(line) and line[c]:
+                        c += 1
+                    # Each run reaches 5 % into the row below: rows drawn edge to edge leave anti-aliased
+                    # hairline seams on screen and at some printer resolutions, which trip decoders.
+                    path.rect(
+                        qx + (start + 4) * module,
+                        qy + (size - 5 - r - 0.05) * module,
+                        (c - start) * module,
+                        module * 1.05,
+                    )
+                else:
+                    c += 1
+        pdf.drawPath(path, stroke=0, fill=1, fillMode=FILL_NON_ZERO)  # overlaps must not cancel out
+        pdf.setFont(font, 9)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 7 * mm, product_name)
+        pdf.setFont("Courier", 7)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 3.5 * mm, label["code"])
+        if progress:
+            progress(1)
+    if n == 0:
+        pdf.setFont(font, 12)
+        pdf.drawString(margin, page_h - margin - 12, f"{product_name}: no codes issued")
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()

@@ -1,0 +1,119 @@
+"""HTTP bodies for the trace API."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
+
+Product = Literal["mango", "citrus", "tea"]
+
+
+# Times must carry their offset: a packing house in Guangxi and a server in UTC must not disagree
+# silently about when a lot left the cold room.
+
+
+class _In(BaseModel):
+    """A request body. PostgreSQL text cannot hold NUL characters: refuse them here (422), not at the database (500)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+
+
+class BatchIn(_In):
+    product: Product
+    cooperative: str | None = Field(
+        default=None, description="Cooperative name (admin only; created if new)."
+    )
+    variety: str | None = Field(default=None, max_length=100)
+    gtin: str | None = Field(
+        default=None, max_length=14, description="GTIN-8/12/13/14 with a valid check digit."
+    )
+    lot: str | None = Field(default=None, max_length=20)
+    origin_plot: str | None = Field(default=None, max_length=200)
+    gi_area: str | None = Field(default=None, max_length=200)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    harvest_date: date | None = None
+    quantity: Decimal | None = Field(default=None, gt=0)
+    unit: str | None = Field(default=None, max_length=16)
+
+
+class PartIn(_In):
+    quantity: Decimal | None = Field(default=None, gt=0)
+    unit: str | None = Field(default=None, max_length=16)
+    lot: str | None = Field(default=None, max_length=20)
+    gtin: str | None = Field(default=None, max_length=14)
+
+
+class SplitIn(_In):
+    parts: list[PartIn] = Field(min_length=1, max_length=1000)
+
+
+class MergeIn(_In):
+    batch_ids: list[int] = Field(min_length=2, max_length=100)
+    lot: str | None = Field(default=None, max_length=20)
+    gtin: str | None = Field(default=None, max_length=14)
+
+
+class DocumentIn(_In):
+    type: str = Field(max_length=32)
+    id: str = Field(max_length=200)
+
+
+class EventIn(_In):
+    biz_step: str
+    event_time: AwareDatetime
+    disposition: str | None = None
+    event_tz: str = "+08:00"
+    place: str | None = Field(default=None, max_length=200)
+    actor: str | None = Field(default=None, max_length=200)
+    documents: list[DocumentIn] = Field(default_factory=list, max_length=20)
+
+
+class CustodyIn(_In):
+    channel_id: int
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+
+
+class CertificateIn(_In):
+    kind: Literal["pollution_free", "green_food", "organic", "geographical_indication"]
+    number: str = Field(max_length=64)
+    issuer: str = Field(min_length=1, max_length=200)
+    valid_from: date
+    valid_to: date
+    scope: str | None = Field(default=None, max_length=500)
+
+
+class ComplianceIn(_In):
+    product_name: str = Field(min_length=1, max_length=100)
+    quantity: Decimal = Field(gt=0)
+    unit: str = Field(min_length=1, max_length=16)
+    origin: str = Field(min_length=1, max_length=200)
+    issued_at: AwareDatetime
+    issuer: str = Field(min_length=1, max_length=200)
+    contact: str = Field(min_length=5, max_length=40)
+
+
+class InspectionIn(_In):
+    inspected_at: AwareDatetime
+    kind: str = Field(min_length=1, max_length=100)
+    passed: bool
+    standard: str | None = Field(default=None, max_length=100)
+    laboratory: str | None = Field(default=None, max_length=200)
+    details: str | None = Field(default=None, max_length=1000)
+
+
+class IssueIn(_In):
+    count: int = Field(ge=1, le=100_000)
+
+
+class RecallIn(_In):
+    reason: str = Field(min_length=1, max_length=500)
