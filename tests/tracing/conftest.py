@@ -32,7 +32,11 @@ def fresh_cold_chain_cache() -> None:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
+    app = create_app()
+    # These tests send hundreds of requests from one test client; the public rate limit has tests
+    # of its own (tests/test_public_protection.py).
+    app.state.public_rate_limiter.burst = 1_000_000
+    with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
