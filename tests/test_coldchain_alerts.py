@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from agritrace.api import tokens
 from agritrace.api.app import create_app
+from agritrace.api.pagination import encode_cursor
 from agritrace.coldchain import evaluator, profiles
 from agritrace.db import Conn
 from agritrace.mqtt import connect_blocking, new_client
@@ -291,7 +292,7 @@ def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
     _, citrus = _one_alert(conn, "citrus", 3.0)
     other = factories.cooperative(conn)
     theirs = bearer(conn, "cooperative", other["name"])
-    assert client.get("/api/v1/alerts", headers=theirs).json() == {"items": []}
+    assert client.get("/api/v1/alerts", headers=theirs).json() == {"items": [], "next_cursor": None}
     r = client.get(f"/api/v1/alerts/{mango['id']}", headers=theirs)
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert (
@@ -311,6 +312,26 @@ def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
     r = client.get("/api/v1/alerts?status=bogus", headers=reg)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/alerts").status_code == 401
+
+
+def test_regulator_pages_through_alerts_newest_first_and_a_forged_cursor_is_a_problem(
+    conn: Conn, client: TestClient
+) -> None:
+    ids = [_one_alert(conn)[1]["id"] for _ in range(3)]  # same start second: the id breaks the tie
+    reg = bearer(conn, "regulator")
+    seen: list[int] = []
+    cursor: str | None = None
+    for _ in range(5):
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/api/v1/alerts", params=params, headers=reg).json()
+        seen += [a["id"] for a in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    for forged in ("bm9wZQ", encode_cursor(["yesterday", 1]), encode_cursor([1, 1])):
+        r = client.get("/api/v1/alerts", params={"cursor": forged}, headers=reg)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
 
 def test_an_old_excursion_sliding_out_of_the_evaluation_window_is_not_alerted_twice(conn: Conn) -> None:
