@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 
 import typer
 
+from agritrace import audit
 from agritrace.coldchain import profiles, service, worker
 from agritrace.db import connect
 from agritrace.settings import get_settings
@@ -27,6 +29,7 @@ def channel_profile(
 ) -> None:
     """Sets the cold-chain profile a channel is watched against (a cold room holding mango, say)."""
     with connect() as conn:
+        audit.set_actor(conn, f"cli:{getpass.getuser()}")
         result = profiles.set_channel_profile(
             conn, gateway_id=gateway, channel=channel, profile=profile, unit=unit
         )

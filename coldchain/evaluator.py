@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agritrace import audit
 from agritrace.coldchain import profiles, service
 from agritrace.coldchain.rules import Excursion, evaluate
 from agritrace.db import Conn
@@ -16,6 +17,8 @@ log = logging.getLogger(__name__)
 # How far back each evaluation looks for excursions: long enough for a gateway that stored and
 # forwarded a day or two of readings.
 LOOKBACK = timedelta(hours=48)
+# How the audit trail names the evaluator's changes to alerts.
+ACTOR = "coldchain:evaluator"
 
 PENDING = """
 SELECT m.channel_id, c.last_ingested_at
@@ -43,6 +46,7 @@ def evaluate_channel(conn: Conn, *, channel_id: int, now: datetime | None = None
     """Re-evaluates every threshold rule of one channel from its stored readings, in one transaction."""
     now = now or datetime.now(UTC)
     with conn.transaction():
+        audit.set_actor(conn, ACTOR)
         rules = [
             r for r in conn.execute(RULES_OF_CHANNEL, (channel_id,)).fetchall() if r["metric"] != "no_data"
         ]
@@ -106,6 +110,7 @@ def check_silence(conn: Conn, *, now: datetime | None = None) -> None:
         if excursion is None and row["alert_id"] is None:
             continue
         with conn.transaction():
+            audit.set_actor(conn, ACTOR)
             service.reconcile(
                 conn,
                 channel_id=row["channel_id"],

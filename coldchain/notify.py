@@ -14,6 +14,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from agritrace.db import Conn
+from agritrace.errors import NotFound
 
 log = logging.getLogger(__name__)
 TOPIC = "agritrace/v1/alerts/{gateway_id}/{alert_id}"
@@ -143,6 +144,14 @@ def deliver_pending(conn: Conn, http: httpx.Client, *, limit: int = 100, backoff
             )
         _advance(conn, cursor="webhooks", event_id=event["id"])
     return len(events)
+
+
+def cooperative_id(conn: Conn, *, name: str) -> int:
+    """The id of the cooperative with this name (a webhook's filter)."""
+    row = conn.execute("SELECT id FROM cooperatives WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no cooperative named {name!r}")
+    return int(row["id"])
 
 
 def add_webhook(conn: Conn, *, url: str, secret: str, cooperative_id: int | None = None) -> int:

@@ -208,11 +208,22 @@ def update_rule(conn: Conn, *, rule_id: int, changes: dict[str, Any]) -> None:
 
 
 def set_channel_profile(
-    conn: Conn, *, gateway_id: str, channel: str, profile: str, unit: str | None = None
+    conn: Conn,
+    *,
+    gateway_id: str,
+    channel: str,
+    profile: str,
+    unit: str | None = None,
+    cooperative_id: int | None = None,
 ) -> dict[str, Any]:
-    """Sets the profile a channel is watched against; registers the channel if `unit` is given."""
+    """Sets the profile a channel is watched against; registers the channel if `unit` is given.
+    With `cooperative_id`, another cooperative's gateway is not found (None: any gateway)."""
     profile_id = get_profile(conn, name=profile)["id"]
-    if conn.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway_id,)).fetchone() is None:
+    gateway = conn.execute(
+        "SELECT 1 FROM gateways WHERE id = %s AND (%s::bigint IS NULL OR cooperative_id = %s)",
+        (gateway_id, cooperative_id, cooperative_id),
+    ).fetchone()
+    if gateway is None:
         raise NotFound(f"no gateway {gateway_id!r}")
     row = conn.execute(
         "SELECT id, unit FROM channels WHERE gateway_id = %s AND name = %s", (gateway_id, channel)

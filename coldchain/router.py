@@ -1,4 +1,9 @@
-"""Cold-chain HTTP API: alerts for regulators and cooperatives, profiles and rules, summaries."""
+"""Cold-chain HTTP API: alerts for regulators and cooperatives, profiles and rules, summaries.
+
+Auth and tenancy follow docs/security.md: tenant data (alerts, channels, gateways) through `ScopeDep`
+(a cooperative sees and changes only its own; another cooperative's object answers the same 404 as a
+missing one), configuration shared by everyone (profiles, rules, webhooks) through `StaffDep`.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +11,69 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Path, Query, status
 
-from agritrace.api.deps import ConnDep, PrincipalDep
+from agritrace.api import problems
+from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep, StaffDep
+from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, page
 from agritrace.api.tokens import Principal
 from agritrace.coldchain import notify, profiles, schemas, service, summary
-from agritrace.errors import Forbidden, NotFound
+from agritrace.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["cold chain"])
-STAFF = ("admin", "regulator")
+router = APIRouter(prefix="/api/v1", tags=["cold chain"], responses=problems.AUTH_RESPONSES)
+
+# Bodies can be malformed JSON (400) or too large (413).
+BODY_RESPONSES = (400, 413)
+
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, examples=[42])]
+RuleId = Annotated[int, Path(ge=1, le=2**31 - 1, examples=[1])]
+ChannelId = Annotated[int, Path(ge=1, le=2**31 - 1, examples=[7])]
+ProfileName = Annotated[str, Path(max_length=40, examples=["mango"])]
+NoteBody = Annotated[
+    schemas.Note | None,
+    Body(
+        openapi_examples={
+            "comment": {"value": {"comment": "door left open, closing it"}},
+            "none": {"value": {}},
+        }
+    ),
+]
 
 
 def _actor(principal: Principal) -> str:
+    """How an alert's history names a person acting through the API."""
     return f"{principal.role}:token-{principal.token_id}"
 
 
-def _staff(principal: Principal) -> None:
-    if principal.role not in STAFF:
-        raise Forbidden("this needs one of the roles: admin, regulator")
+def _after(cursor: str | None) -> tuple[datetime, int] | None:
+    """The (started_at, id) a cursor of the alert list stands for."""
+    key = decode_cursor(cursor, types=(str, int))
+    if key is None:
+        return None
+    try:
+        started_at = datetime.fromisoformat(key[0])
+    except ValueError:
+        raise InvalidInput("the cursor is not one this API issued") from None
+    if started_at.tzinfo is None:
+        raise InvalidInput("the cursor is not one this API issued")
+    return started_at, int(key[1])
 
 
-@router.get("/alerts", response_model=schemas.AlertList)
+@router.get(
+    "/alerts",
+    summary="List alerts, newest first",
+    response_model=Page[schemas.Alert],
+    responses={
+        200: {
+            "content": {
+                "application/json": {"example": {"items": [schemas.ALERT_EXAMPLE], "next_cursor": None}}
+            }
+        }
+    },
+)
 def list_alerts(
     conn: ConnDep,
-    principal: PrincipalDep,
+    scope: ScopeDep,
     status: Annotated[schemas.Status | None, Query(description="Default: all but withdrawn.")] = None,
     cooperative: Annotated[str | None, Query(max_length=200)] = None,
     product: Annotated[str | None, Query(max_length=40)] = None,
@@ -41,12 +85,13 @@ def list_alerts(
     until: Annotated[
         datetime | None, Query(description="Excursions that started at or before this time.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
-    """Lists alerts, newest first; a cooperative sees only its own."""
-    items = service.list_alerts(
+    """Alerts by excursion start, newest first, a page at a time; a cooperative sees only its own."""
+    rows = service.list_alerts(
         conn,
-        cooperative_id=principal.cooperative_id,
+        cooperative_id=scope.cooperative_id,
         status=status,
         cooperative=cooperative,
         product=product,
@@ -54,141 +99,193 @@ def list_alerts(
         gateway_id=gateway_id,
         since=since,
         until=until,
-        limit=limit,
+        after=_after(cursor),
+        limit=limit + 1,
     )
-    return {"items": items}
+    return page(rows, limit=limit, key=lambda r: [r["started_at"].isoformat(), r["id"]])
 
 
-@router.get("/alerts/{alert_id}", response_model=schemas.AlertDetail)
-def get_alert(alert_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    """One alert with its whole history."""
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
+@router.get(
+    "/alerts/{alert_id}",
+    summary="One alert with its history",
+    response_model=schemas.AlertDetail,
+    responses=problems.responses(404),
+)
+def get_alert(alert_id: AlertId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    """One alert with its whole history; another cooperative's alert is not found."""
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", response_model=schemas.AlertDetail)
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    summary="Acknowledge an open alert",
+    response_model=schemas.AlertDetail,
+    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+)
 def acknowledge(
-    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: schemas.Note | None = None
+    alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
-    """Acknowledges an open alert (someone is on it)."""
+    """Acknowledges an open alert (someone is on it); 409 when it is not open."""
     service.acknowledge(
         conn,
         alert_id=alert_id,
         actor=_actor(principal),
-        cooperative_id=principal.cooperative_id,
+        cooperative_id=scope.cooperative_id,
         comment=body.comment if body else None,
     )
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
-@router.post("/alerts/{alert_id}/resolve", response_model=schemas.AlertDetail)
+@router.post(
+    "/alerts/{alert_id}/resolve",
+    summary="Resolve an alert by hand",
+    response_model=schemas.AlertDetail,
+    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+)
 def resolve(
-    alert_id: int, conn: ConnDep, principal: PrincipalDep, body: schemas.Note | None = None
+    alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
-    """Resolves an open or acknowledged alert by hand."""
+    """Resolves an open or acknowledged alert by hand; 409 when it is already closed."""
     service.resolve(
         conn,
         alert_id=alert_id,
         actor=_actor(principal),
-        cooperative_id=principal.cooperative_id,
+        cooperative_id=scope.cooperative_id,
         comment=body.comment if body else None,
     )
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
-@router.post("/alerts/{alert_id}/comments", response_model=schemas.AlertDetail, status_code=201)
+@router.post(
+    "/alerts/{alert_id}/comments",
+    summary="Comment on an alert",
+    response_model=schemas.AlertDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems.responses(*BODY_RESPONSES, 404),
+)
 def add_comment(
-    alert_id: int, body: schemas.CommentIn, conn: ConnDep, principal: PrincipalDep
+    alert_id: AlertId, body: schemas.CommentIn, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Adds a comment to an alert's history."""
+    """Adds a comment to an alert's history (any status)."""
     service.comment(
         conn,
         alert_id=alert_id,
         actor=_actor(principal),
-        cooperative_id=principal.cooperative_id,
+        cooperative_id=scope.cooperative_id,
         text=body.comment,
     )
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=principal.cooperative_id)
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
-@router.get("/coldchain/profiles", response_model=list[schemas.Profile])
-def list_profiles(conn: ConnDep, principal: PrincipalDep) -> list[dict[str, Any]]:
-    """Product profiles with their bands and excursion rules."""
+@router.get(
+    "/coldchain/profiles",
+    summary="List product profiles",
+    response_model=list[schemas.Profile],
+    responses={200: {"content": {"application/json": {"example": [schemas.PROFILE_EXAMPLE]}}}},
+)
+def list_profiles(conn: ConnDep, _p: PrincipalDep) -> list[dict[str, Any]]:
+    """Product profiles with their bands and excursion rules (shared by every cooperative)."""
     return profiles.list_profiles(conn)
 
 
-@router.post("/coldchain/profiles", response_model=schemas.Profile, status_code=201)
-def create_profile(body: schemas.ProfileIn, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Adds a product profile (admin, regulator)."""
-    _staff(principal)
+@router.post(
+    "/coldchain/profiles",
+    summary="Add a product profile (admin, regulator)",
+    response_model=schemas.Profile,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems.responses(*BODY_RESPONSES, 409),
+)
+def create_profile(body: schemas.ProfileIn, conn: ConnDep, _staff: StaffDep) -> dict[str, Any]:
+    """Adds a product profile without rules (add them with POST .../rules)."""
     profiles.create_profile(conn, name=body.name, description=body.description, bands=body.model_dump())
     return profiles.get_profile(conn, name=body.name)
 
 
-@router.patch("/coldchain/profiles/{name}", response_model=schemas.Profile)
-def update_profile(name: str, body: schemas.Bands, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Changes a profile's description or bands (admin, regulator)."""
-    _staff(principal)
+@router.patch(
+    "/coldchain/profiles/{name}",
+    summary="Change a profile's bands (admin, regulator)",
+    response_model=schemas.Profile,
+    responses=problems.responses(*BODY_RESPONSES, 404),
+)
+def update_profile(name: ProfileName, body: schemas.Bands, conn: ConnDep, _staff: StaffDep) -> dict[str, Any]:
+    """Changes a profile's description or bands; fields left out keep their value."""
     profiles.update_profile(conn, name=name, changes=body.model_dump(exclude_unset=True))
     return profiles.get_profile(conn, name=name)
 
 
-@router.post("/coldchain/profiles/{name}/rules", response_model=schemas.Profile, status_code=201)
-def add_rule(name: str, body: schemas.RuleIn, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Adds an excursion rule to a profile (admin, regulator)."""
-    _staff(principal)
+@router.post(
+    "/coldchain/profiles/{name}/rules",
+    summary="Add an excursion rule to a profile (admin, regulator)",
+    response_model=schemas.Profile,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+)
+def add_rule(name: ProfileName, body: schemas.RuleIn, conn: ConnDep, _staff: StaffDep) -> dict[str, Any]:
+    """Adds an excursion rule; returns the profile with all its rules."""
     profiles.add_rule(conn, profile=name, rule=body.model_dump())
     return profiles.get_profile(conn, name=name)
 
 
-@router.patch("/coldchain/rules/{rule_id}", status_code=204)
-def update_rule(rule_id: int, body: schemas.RulePatch, conn: ConnDep, principal: PrincipalDep) -> None:
-    """Changes an excursion rule: threshold, delay, severity, enabled ... (admin, regulator)."""
-    _staff(principal)
+@router.patch(
+    "/coldchain/rules/{rule_id}",
+    summary="Change an excursion rule (admin, regulator)",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+)
+def update_rule(rule_id: RuleId, body: schemas.RulePatch, conn: ConnDep, _staff: StaffDep) -> None:
+    """Changes an excursion rule: threshold, delay, severity, enabled ..."""
     profiles.update_rule(conn, rule_id=rule_id, changes=body.model_dump(exclude_unset=True))
 
 
-@router.put("/coldchain/channel-profiles")
-def set_channel_profile(
-    body: schemas.ChannelProfileIn, conn: ConnDep, principal: PrincipalDep
-) -> dict[str, Any]:
-    """Sets the profile a channel is watched against (a cooperative only for its own gateways)."""
-    if principal.cooperative_id is not None:
-        row = conn.execute(
-            "SELECT 1 FROM gateways WHERE id = %s AND cooperative_id = %s",
-            (body.gateway_id, principal.cooperative_id),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no gateway {body.gateway_id!r}")
+@router.put(
+    "/coldchain/channel-profiles",
+    summary="Set the profile a channel is watched against",
+    response_model=schemas.ChannelProfileOut,
+    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+)
+def set_channel_profile(body: schemas.ChannelProfileIn, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    """Sets a channel's profile (a cooperative only on its own gateways: another's is not found);
+    with `unit`, a channel the gateway has not reported yet is registered."""
     return profiles.set_channel_profile(
-        conn, gateway_id=body.gateway_id, channel=body.channel, profile=body.profile, unit=body.unit
+        conn,
+        gateway_id=body.gateway_id,
+        channel=body.channel,
+        profile=body.profile,
+        unit=body.unit,
+        cooperative_id=scope.cooperative_id,
     )
 
 
-@router.post("/coldchain/webhooks", response_model=schemas.WebhookOut, status_code=201)
-def add_webhook(body: schemas.WebhookIn, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    """Registers a webhook for alert changes (admin, regulator); its signing secret is shown once."""
-    _staff(principal)
-    cooperative_id = None
-    if body.cooperative is not None:
-        row = conn.execute("SELECT id FROM cooperatives WHERE name = %s", (body.cooperative,)).fetchone()
-        if row is None:
-            raise NotFound(f"no cooperative named {body.cooperative!r}")
-        cooperative_id = row["id"]
+@router.post(
+    "/coldchain/webhooks",
+    summary="Register a webhook for alert changes (admin, regulator)",
+    response_model=schemas.WebhookOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems.responses(*BODY_RESPONSES, 404),
+)
+def add_webhook(body: schemas.WebhookIn, conn: ConnDep, _staff: StaffDep) -> dict[str, Any]:
+    """Registers a webhook (for one cooperative's alerts or all); its signing secret is shown once."""
+    cooperative_id = None if body.cooperative is None else notify.cooperative_id(conn, name=body.cooperative)
     secret = secrets.token_urlsafe(32)
     hook_id = notify.add_webhook(conn, url=str(body.url), secret=secret, cooperative_id=cooperative_id)
     return {"id": hook_id, "secret": secret}
 
 
-@router.get("/coldchain/channels/{channel_id}/summary", response_model=schemas.Summary)
+@router.get(
+    "/coldchain/channels/{channel_id}/summary",
+    summary="Cold-chain summary of one channel",
+    response_model=schemas.Summary,
+    responses=problems.responses(404),
+)
 def channel_summary(
-    channel_id: int,
+    channel_id: ChannelId,
     conn: ConnDep,
-    principal: PrincipalDep,
-    start: datetime,
-    end: datetime,
+    scope: ScopeDep,
+    start: Annotated[datetime, Query(description="Start of the range (included).")],
+    end: Annotated[datetime, Query(description="End of the range (excluded).")],
     bucket_minutes: Annotated[int, Query(ge=1, le=44640)] = 60,
-    low: float | None = None,
-    high: float | None = None,
+    low: Annotated[float | None, Query(ge=-1000, le=1000, allow_inf_nan=False)] = None,
+    high: Annotated[float | None, Query(ge=-1000, le=1000, allow_inf_nan=False)] = None,
 ) -> dict[str, Any]:
     """Cold-chain summary of one channel over [start, end); band from its profile unless given."""
     return summary.summarize(
@@ -199,5 +296,5 @@ def channel_summary(
         low=low,
         high=high,
         bucket=timedelta(minutes=bucket_minutes),
-        cooperative_id=principal.cooperative_id,
+        cooperative_id=scope.cooperative_id,
     )

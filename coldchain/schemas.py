@@ -5,14 +5,103 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 Severity = Literal["info", "warning", "critical"]
 Status = Literal["open", "acknowledged", "resolved", "withdrawn"]
 
+# Examples for the OpenAPI document (every body and response shows one).
+ALERT_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "status": "open",
+    "gateway_id": "coldroom-1",
+    "channel": "coldroom/temp",
+    "severity": "critical",
+    "channel_id": 7,
+    "unit": "Cel",
+    "cooperative": "百色芒果合作社",
+    "product": "mango",
+    "rule": "chilling",
+    "metric": "temperature",
+    "direction": "below",
+    "threshold": 10.0,
+    "started_at": "2026-05-01T02:10:00Z",
+    "ended_at": None,
+    "worst_value": 6.1,
+    "minutes_out": 48.0,
+    "opened_at": "2026-05-01T02:40:05Z",
+    "acknowledged_at": None,
+    "acknowledged_by": None,
+    "resolved_at": None,
+    "resolved_by": None,
+}
+ALERT_DETAIL_EXAMPLE: dict[str, Any] = {
+    **ALERT_EXAMPLE,
+    "history": [
+        {"id": 101, "at": "2026-05-01T02:40:05Z", "action": "opened", "actor": "evaluator", "comment": None}
+    ],
+}
+RULE_EXAMPLE: dict[str, Any] = {
+    "name": "chilling",
+    "metric": "temperature",
+    "direction": "below",
+    "threshold": 10.0,
+    "clear_margin": 0.5,
+    "delay_s": 1800,
+    "clear_delay_s": 600,
+    "mode": "single",
+    "window_s": None,
+    "max_gap_s": 900,
+    "severity": "critical",
+    "enabled": True,
+}
+PROFILE_EXAMPLE: dict[str, Any] = {
+    "name": "mango",
+    "description": "Mango (e.g. 百色芒果): 10-13 °C, 85-95 %RH; chilling injury below ~10 °C",
+    "temp_low": 10.0,
+    "temp_high": 13.0,
+    "rh_low": 85.0,
+    "rh_high": 95.0,
+    "rules": [{"id": 1, **RULE_EXAMPLE}],
+}
+
+
+SUMMARY_EXAMPLE: dict[str, Any] = {
+    "channel_id": 7,
+    "gateway_id": "coldroom-1",
+    "channel": "coldroom/temp",
+    "unit": "Cel",
+    "profile": "mango",
+    "start": "2026-05-01T00:00:00Z",
+    "end": "2026-05-02T00:00:00Z",
+    "band": {"low": 10.0, "high": 13.0},
+    "readings": 1440,
+    "min": 6.1,
+    "max": 12.4,
+    "mean": 11.2,
+    "minutes_in_band": 1380.0,
+    "minutes_out_of_band": 60.0,
+    "excursions": 1,
+    "mkt": 11.3,
+    "buckets": [
+        {
+            "start": "2026-05-01T00:00:00Z",
+            "readings": 60,
+            "min": 11.0,
+            "max": 12.0,
+            "mean": 11.5,
+            "minutes_in_band": 60.0,
+            "minutes_out_of_band": 0.0,
+            "excursions": 0,
+        }
+    ],
+}
+
 
 class Alert(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """An alert as lists show it."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [ALERT_EXAMPLE]})
 
     id: int
     status: Status
@@ -47,27 +136,35 @@ class AlertEvent(BaseModel):
 
 
 class AlertDetail(Alert):
+    """An alert with its whole history (oldest first)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [ALERT_DETAIL_EXAMPLE]})
+
     history: list[AlertEvent]
 
 
-class AlertList(BaseModel):
-    items: list[Alert]
-
-
 class Note(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """An optional comment kept in the alert's history with the change."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"comment": "door left open, closing it"}]}
+    )
 
     comment: str | None = Field(default=None, max_length=2000)
 
 
 class CommentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"comment": "moved pallets to room 2"}]}
+    )
 
     comment: str = Field(min_length=1, max_length=2000)
 
 
 class Bands(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"temp_low": 10.5, "description": "mango, ripening"}]}
+    )
 
     description: str | None = Field(default=None, max_length=500)
     temp_low: float | None = Field(default=None, ge=-80, le=80)
@@ -77,11 +174,31 @@ class Bands(BaseModel):
 
 
 class ProfileIn(Bands):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "lychee", "temp_low": 1, "temp_high": 5, "rh_low": 90, "rh_high": 95}]
+        }
+    )
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,39}$")
 
 
 class RuleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "frost",
+                    "metric": "temperature",
+                    "direction": "below",
+                    "threshold": 2.0,
+                    "delay_s": 600,
+                    "severity": "critical",
+                }
+            ]
+        },
+    )
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,39}$")
     metric: Literal["temperature", "humidity", "no_data"]
@@ -98,7 +215,9 @@ class RuleIn(BaseModel):
 
 
 class RulePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"delay_s": 900, "severity": "warning"}]}
+    )
 
     threshold: float | None = Field(default=None, ge=-100, le=200)
     clear_margin: float | None = Field(default=None, ge=0, le=50)
@@ -111,6 +230,10 @@ class RulePatch(BaseModel):
 
 
 class Profile(BaseModel):
+    """A product profile: its bands and its excursion rules."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [PROFILE_EXAMPLE]})
+
     name: str
     description: str | None
     temp_low: float | None
@@ -121,7 +244,12 @@ class Profile(BaseModel):
 
 
 class ChannelProfileIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"gateway_id": "coldroom-1", "channel": "coldroom/temp", "profile": "mango"}]
+        },
+    )
 
     gateway_id: str = Field(max_length=64)
     channel: str = Field(min_length=1, max_length=200)
@@ -129,19 +257,65 @@ class ChannelProfileIn(BaseModel):
     unit: str | None = Field(default=None, max_length=32)
 
 
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChannelProfileOut(BaseModel):
+    """What a channel is now watched against."""
 
-    url: HttpUrl
-    cooperative: str | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "gateway_id": "coldroom-1",
+                    "channel": "coldroom/temp",
+                    "channel_id": 7,
+                    "unit": "Cel",
+                    "profile": "mango",
+                }
+            ]
+        }
+    )
+
+    gateway_id: str
+    channel: str
+    channel_id: int
+    unit: str | None
+    profile: str
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"url": "https://ops.example.org/agritrace/alerts", "cooperative": "百色芒果合作社"}]
+        },
+    )
+
+    url: HttpUrl = Field(
+        description="Where alert changes are POSTed (http or https, at most 2000 characters)."
+    )
+    cooperative: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Only this cooperative's alerts (none: all)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_fits(cls, url: HttpUrl) -> HttpUrl:
+        if len(str(url)) > 2000:
+            raise ValueError("the URL is longer than 2000 characters")
+        return url
 
 
 class WebhookOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"id": 3, "secret": "q8V2…shown once"}]})
+
     id: int
     secret: str = Field(description="Shown once: the HMAC key of the X-AgriTrace-Signature header.")
 
 
 class Summary(BaseModel):
+    """A channel's cold chain over a time range, in total and per bucket."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
+
     channel_id: int
     gateway_id: str
     channel: str

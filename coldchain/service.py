@@ -37,9 +37,11 @@ def list_alerts(
     gateway_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    after: tuple[datetime, int] | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Alerts, newest first; withdrawn ones only when asked for by status."""
+    """Alerts, newest first; withdrawn ones only when asked for by status. `after` is the
+    (started_at, id) of the last alert of the previous page (keyset pagination)."""
     where: list[sql.Composable] = [
         sql.SQL("status <> 'withdrawn'") if status is None else sql.SQL("status = %(status)s")
     ]
@@ -60,10 +62,20 @@ def list_alerts(
         where.append(sql.SQL("coalesce(ended_at, 'infinity') >= %(since)s"))
     if until is not None:
         where.append(sql.SQL("started_at <= %(until)s"))
+    if after is not None:
+        where.append(sql.SQL("(started_at, id) < (%(after_t)s, %(after_id)s)"))
     query = sql.SQL(
         "SELECT * FROM alerts_view WHERE {} ORDER BY started_at DESC, id DESC LIMIT %(limit)s"
     ).format(sql.SQL(" AND ").join(where))
-    params = {**filters, "status": status, "since": since, "until": until, "limit": limit}
+    params = {
+        **filters,
+        "status": status,
+        "since": since,
+        "until": until,
+        "after_t": after[0] if after else None,
+        "after_id": after[1] if after else None,
+        "limit": limit,
+    }
     return conn.execute(query, params).fetchall()
 
 

@@ -11,6 +11,7 @@ import time
 import httpx
 import psycopg
 
+from agritrace import audit
 from agritrace.coldchain import evaluator, notify, profiles
 from agritrace.db import Conn, connect
 from agritrace.mqtt import connect_blocking, new_client
@@ -41,7 +42,9 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
             try:
                 with connect(settings.database_url, autocommit=True) as conn:
                     _hold_lock(conn, stop)
-                    profiles.ensure_defaults(conn)
+                    with conn.transaction():
+                        audit.set_actor(conn, evaluator.ACTOR)
+                        profiles.ensure_defaults(conn)
                     last_silence_check = 0.0
                     while not stop.is_set():
                         # Silence is measured in tens of minutes: checking it every few seconds is

@@ -79,6 +79,10 @@ def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
                     WHEN %(t)s = 'cooperatives' THEN %(k)s
                     WHEN %(t)s = 'channels' THEN (SELECT g.cooperative_id::text FROM gateways g
                                                    WHERE g.id = coalesce(l.after, l.before) ->> 'gateway_id')
+                    -- Cold chain: an alert and a channel's profile belong to the channel's gateway.
+                    WHEN %(t)s IN ('alerts', 'coldchain_channel_profiles') THEN
+                        (SELECT g.cooperative_id::text FROM channels c JOIN gateways g ON g.id = c.gateway_id
+                          WHERE c.id::text = coalesce(l.after, l.before) ->> 'channel_id')
                     ELSE coalesce(l.after, l.before) ->> 'cooperative_id'
                   END AS owner
              FROM audit_log l WHERE l.table_name = %(t)s AND l.row_key = %(k)s

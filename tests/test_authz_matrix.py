@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 from agritrace.api import tokens
 from agritrace.api.app import create_app
+from agritrace.coldchain import profiles
 from agritrace.db import Conn
 
 PERSONAS = ("none", "expired", "revoked", "regulator", "own", "other", "admin")
@@ -38,6 +39,8 @@ class Tenant:
     gateway_id: str
     channel_id: int
     token_id: int  # a token of this cooperative (something an admin may revoke)
+    alert_id: int  # an open cold-chain alert on the channel
+    rule_id: int  # the excursion rule the alert follows (rules are shared, not the tenant's)
 
 
 @dataclass
@@ -110,6 +113,97 @@ CASES: list[Case] = [
         lambda t: f"/api/v1/audit/gateways/{t.gateway_id}",
         tenant_read(),
     ),
+    # Cold chain: alerts and channels are tenant data; profiles, rules and webhooks are staff's.
+    Case(
+        "GET",
+        "/api/v1/alerts",
+        lambda t: "/api/v1/alerts?status=open",
+        authed(admin=200, regulator=200, own=200, other=200),
+    ),
+    Case("GET", "/api/v1/alerts/{alert_id}", lambda t: f"/api/v1/alerts/{t.alert_id}", tenant_read()),
+    Case(
+        "POST",
+        "/api/v1/alerts/{alert_id}/acknowledge",
+        lambda t: f"/api/v1/alerts/{t.alert_id}/acknowledge",
+        tenant_read(),
+    ),
+    Case(
+        "POST",
+        "/api/v1/alerts/{alert_id}/resolve",
+        lambda t: f"/api/v1/alerts/{t.alert_id}/resolve",
+        tenant_read(),
+        lambda t: {"comment": "fruit inspected"},
+    ),
+    Case(
+        "POST",
+        "/api/v1/alerts/{alert_id}/comments",
+        lambda t: f"/api/v1/alerts/{t.alert_id}/comments",
+        tenant_read(201),
+        lambda t: {"comment": "moved pallets"},
+    ),
+    Case(
+        "GET",
+        "/api/v1/coldchain/profiles",
+        lambda t: "/api/v1/coldchain/profiles",
+        authed(admin=200, regulator=200, own=200, other=200),
+    ),
+    Case(
+        "POST",
+        "/api/v1/coldchain/profiles",
+        lambda t: "/api/v1/coldchain/profiles",
+        staff_only(201),
+        lambda t: {"name": "lychee", "temp_low": 1, "temp_high": 5},
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/coldchain/profiles/{name}",
+        lambda t: "/api/v1/coldchain/profiles/mango",
+        staff_only(),
+        lambda t: {"temp_low": 10.5},
+    ),
+    Case(
+        "POST",
+        "/api/v1/coldchain/profiles/{name}/rules",
+        lambda t: "/api/v1/coldchain/profiles/mango/rules",
+        staff_only(201),
+        lambda t: {
+            "name": "frost",
+            "metric": "temperature",
+            "direction": "below",
+            "threshold": 2,
+            "delay_s": 600,
+            "severity": "critical",
+        },
+    ),
+    Case(
+        "PATCH",
+        "/api/v1/coldchain/rules/{rule_id}",
+        lambda t: f"/api/v1/coldchain/rules/{t.rule_id}",
+        staff_only(204),
+        lambda t: {"delay_s": 900},
+    ),
+    Case(
+        "PUT",
+        "/api/v1/coldchain/channel-profiles",
+        lambda t: "/api/v1/coldchain/channel-profiles",
+        authed(admin=200, regulator=200, own=200, other=404),
+        lambda t: {"gateway_id": t.gateway_id, "channel": "coldroom/temp", "profile": "citrus"},
+    ),
+    Case(
+        "POST",
+        "/api/v1/coldchain/webhooks",
+        lambda t: "/api/v1/coldchain/webhooks",
+        staff_only(201),
+        lambda t: {"url": "https://ops.example.org/hook", "cooperative": t.cooperative},
+    ),
+    Case(
+        "GET",
+        "/api/v1/coldchain/channels/{channel_id}/summary",
+        lambda t: (
+            f"/api/v1/coldchain/channels/{t.channel_id}/summary?start=2026-05-01T00:00:00Z&end=2026-05-02T00:00:00Z"
+        ),
+        tenant_read(),
+    ),
 ]
 
 
@@ -125,7 +219,20 @@ def make_tenant(conn: Conn) -> Tenant:
     ).fetchone()
     assert ch is not None
     tok = tokens.issue(conn, role="cooperative", cooperative=name)
-    return Tenant(coop["id"], name, gw, ch["id"], tok["id"])
+    profiles.ensure_defaults(conn)
+    rule = conn.execute(
+        """SELECT r.id, r.profile_id, r.severity FROM coldchain_rules r
+             JOIN coldchain_profiles p ON p.id = r.profile_id
+            WHERE p.name = 'mango' AND r.name = 'chilling'"""
+    ).fetchone()
+    assert rule is not None
+    alert = conn.execute(
+        """INSERT INTO alerts (channel_id, rule_id, profile_id, severity, started_at, worst_value)
+           VALUES (%s, %s, %s, %s, now() - interval '1 hour', 6.0) RETURNING id""",
+        (ch["id"], rule["id"], rule["profile_id"], rule["severity"]),
+    ).fetchone()
+    assert alert is not None
+    return Tenant(coop["id"], name, gw, ch["id"], tok["id"], alert["id"], rule["id"])
 
 
 def make_world(conn: Conn) -> World:

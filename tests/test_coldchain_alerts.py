@@ -22,8 +22,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agritrace import audit
 from agritrace.api import tokens
 from agritrace.api.app import create_app
+from agritrace.api.pagination import encode_cursor
 from agritrace.coldchain import evaluator, profiles
 from agritrace.db import Conn
 from agritrace.mqtt import connect_blocking, new_client
@@ -291,7 +293,7 @@ def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
     _, citrus = _one_alert(conn, "citrus", 3.0)
     other = factories.cooperative(conn)
     theirs = bearer(conn, "cooperative", other["name"])
-    assert client.get("/api/v1/alerts", headers=theirs).json() == {"items": []}
+    assert client.get("/api/v1/alerts", headers=theirs).json() == {"items": [], "next_cursor": None}
     r = client.get(f"/api/v1/alerts/{mango['id']}", headers=theirs)
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     assert (
@@ -311,6 +313,106 @@ def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
     r = client.get("/api/v1/alerts?status=bogus", headers=reg)
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert client.get("/api/v1/alerts").status_code == 401
+
+
+def test_regulator_pages_through_alerts_newest_first_and_a_forged_cursor_is_a_problem(
+    conn: Conn, client: TestClient
+) -> None:
+    ids = [_one_alert(conn)[1]["id"] for _ in range(3)]  # same start second: the id breaks the tie
+    reg = bearer(conn, "regulator")
+    seen: list[int] = []
+    cursor: str | None = None
+    for _ in range(5):
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        body = client.get("/api/v1/alerts", params=params, headers=reg).json()
+        seen += [a["id"] for a in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    for forged in ("bm9wZQ", encode_cursor(["yesterday", 1]), encode_cursor([1, 1])):
+        r = client.get("/api/v1/alerts", params={"cursor": forged}, headers=reg)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+def _audit_entries(conn: Conn, table: str, key: object) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT action, actor, before, after FROM audit_log WHERE table_name = %s AND row_key = %s ORDER BY id",
+        (table, str(key)),
+    ).fetchall()
+
+
+def test_an_alerts_decisions_are_audited_but_not_the_evaluators_running_numbers(
+    conn: Conn, client: TestClient
+) -> None:
+    ch, alert = _one_alert(conn)
+    assert [(e["action"], e["actor"]) for e in _audit_entries(conn, "alerts", alert["id"])] == [
+        ("insert", "coldchain:evaluator")
+    ]
+    # The excursion goes on and gets worse: minutes out and the worst value change, the record does not.
+    start = alert["started_at"] + timedelta(minutes=40)
+    ingest(conn, ch["id"], series(start, [5.0] * 5))
+    evaluator.run_once(conn)
+    (now,) = alerts_of(conn, ch["id"])
+    assert now["worst_value"] == 5.0 and now["minutes_out"] > alert["minutes_out"]
+    assert len(_audit_entries(conn, "alerts", alert["id"])) == 1
+
+    coop = conn.execute(
+        "SELECT c.name FROM cooperatives c JOIN gateways g ON g.cooperative_id = c.id WHERE g.id = %s",
+        (ch["gateway_id"],),
+    ).fetchone()
+    assert coop is not None
+    mine = bearer(conn, "cooperative", coop["name"])
+    client.post(f"/api/v1/alerts/{alert['id']}/acknowledge", headers=mine).raise_for_status()
+    last = _audit_entries(conn, "alerts", alert["id"])[-1]
+    assert last["actor"].startswith("token:") and ":cooperative:cooperative=" in last["actor"]
+    assert (last["before"]["status"], last["after"]["status"]) == ("open", "acknowledged")
+    assert "minutes_out" not in last["after"]
+
+    # The owner reads the alert's audit history; another cooperative gets the 404 of a missing one.
+    r = client.get(f"/api/v1/audit/alerts/{alert['id']}", headers=mine)
+    assert r.status_code == 200 and [e["action"] for e in r.json()["entries"]] == ["insert", "update"]
+    theirs = bearer(conn, "cooperative", factories.cooperative(conn)["name"])
+    assert client.get(f"/api/v1/audit/alerts/{alert['id']}", headers=theirs).status_code == 404
+    assert audit.verify(conn) == []
+
+
+def test_profile_rule_channel_and_webhook_changes_are_audited_without_the_webhook_secret(
+    conn: Conn, client: TestClient
+) -> None:
+    reg = bearer(conn, "regulator")
+    ch = factories.channel(conn)
+    r = client.put(
+        "/api/v1/coldchain/channel-profiles",
+        json={"gateway_id": ch["gateway_id"], "channel": ch["name"], "profile": "citrus"},
+        headers=reg,
+    )
+    assert r.status_code == 200
+    mango = next(
+        p for p in client.get("/api/v1/coldchain/profiles", headers=reg).json() if p["name"] == "mango"
+    )
+    client.patch("/api/v1/coldchain/profiles/mango", json={"temp_low": 10.5}, headers=reg).raise_for_status()
+    client.patch(
+        f"/api/v1/coldchain/rules/{mango['rules'][0]['id']}", json={"delay_s": 900}, headers=reg
+    ).raise_for_status()
+    r = client.post("/api/v1/coldchain/webhooks", json={"url": "https://ops.example.org/hook"}, headers=reg)
+    assert r.status_code == 201
+
+    def updated(table: str, key: object) -> list[str]:
+        return [e["actor"].split(":")[2] for e in _audit_entries(conn, table, key) if e["action"] == "update"]
+
+    profile_id = conn.execute("SELECT id FROM coldchain_profiles WHERE name = 'mango'").fetchone()
+    assert profile_id is not None
+    assert updated("coldchain_profiles", profile_id["id"]) == ["regulator"]
+    assert updated("coldchain_rules", mango["rules"][0]["id"]) == ["regulator"]
+    (set_profile,) = _audit_entries(conn, "coldchain_channel_profiles", ch["id"])
+    assert set_profile["action"] == "insert" and set_profile["actor"].endswith(":regulator")
+    (hook,) = _audit_entries(conn, "coldchain_webhooks", r.json()["id"])
+    assert hook["after"]["url"] == "https://ops.example.org/hook" and "secret" not in hook["after"]
+    assert r.json()["secret"] not in json.dumps(
+        conn.execute("SELECT jsonb_agg(after) AS a FROM audit_log").fetchone()
+    )
+    assert audit.verify(conn) == []
 
 
 def test_an_old_excursion_sliding_out_of_the_evaluation_window_is_not_alerted_twice(conn: Conn) -> None:
