@@ -6,28 +6,20 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from agritrace.coldchain import profiles as coldchain_profiles
+from agritrace.coldchain import summary as coldchain_summary
 from agritrace.db import Conn
 
-# LEAD: replace with the agritrace.coldchain profiles after the merge (issue 4). Until then these are
-# the product temperature bands from DESIGN.md ("Cold chain"), in °C, (low, high); None = unbounded.
-PRODUCT_BANDS: dict[str, tuple[float | None, float | None]] = {
-    "mango": (10.0, 13.0),
-    "citrus": (5.0, 8.0),
-    "tea": (None, 10.0),
-}
-# A single gap between readings counts at most this long, so an offline logger does not turn one
-# out-of-band reading into a day of excursion.
-MAX_GAP_MINUTES = 15.0
 # Time outside the band tolerated before the verdict becomes an excursion (short door openings).
 TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
 # The summary is the costly part of a page view (a pass over the readings), and a popular lot is
-# scanned by many shoppers at once: each process keeps it this long. Readings arriving late show
-# up within this delay; recalls, certificates and events are always read fresh.
+# scanned by many shoppers at once: each process keeps it this long. Readings arriving late and
+# edited profiles show up within this delay; recalls, certificates and events are always read fresh.
 CACHE_SECONDS = 60.0
 CACHE_MAX_ENTRIES = 20_000
 _cache: dict[tuple[str, tuple[int, ...]], tuple[float, dict[str, Any], str]] = {}
@@ -41,19 +33,9 @@ SELECT k.channel_id, k.started_at, least(coalesce(k.ended_at, now()), now()) AS 
  WHERE k.batch_id = ANY(%s) AND ch.unit = 'Cel' AND k.started_at < now()
  ORDER BY k.started_at
 """
-# One interval at a time, with its bounds as parameters: TimescaleDB then touches only the chunks
-# of that interval (a join against the custody table would visit every chunk's index).
-_BUCKETS = """
-SELECT time_bucket(%(bucket)s::interval, time) AS t, count(*) AS n,
-       count(*) FILTER (WHERE value < %(low)s OR value > %(high)s) AS n_out,
-       min(value) AS lo, max(value) AS hi, sum(value) AS total,
-       -- for the mean kinetic temperature (ΔH/R = 10,000 K)
-       sum(exp(-10000.0 / (value + 273.15))) AS arrhenius,
-       min(time) AS first, max(time) AS last
-  FROM readings
- WHERE channel_id = %(channel)s AND time >= %(start)s AND time < %(end)s
- GROUP BY 1
-"""
+# The product's band is its cold-chain profile (editable: `agritrace coldchain profiles`), the same
+# one the alert rules of a channel holding it use.
+_BAND = "SELECT temp_low, temp_high FROM coldchain_profiles WHERE name = %s"
 
 
 @dataclass(frozen=True)
@@ -67,7 +49,9 @@ class ColdChain:
     maximum: float | None
     mean: float | None
     mkt: float | None
+    minutes_inside: float
     minutes_outside: float
+    excursions: int
     first: datetime | None
     last: datetime | None
     verdict: str  # "ok" | "excursion" | "no_data"
@@ -82,7 +66,9 @@ class ColdChain:
             "max": round(self.maximum, 1) if self.maximum is not None else None,
             "mean": self.mean,
             "mean_kinetic_temperature": self.mkt,
+            "minutes_in_band": round(self.minutes_inside, 1),
             "minutes_outside_band": round(self.minutes_outside, 1),
+            "excursions": self.excursions,
             "from": self.first.isoformat() if self.first else None,
             "to": self.last.isoformat() if self.last else None,
             "verdict": self.verdict,
@@ -93,75 +79,60 @@ class ColdChain:
         }
 
 
-def _merge(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Combines buckets that two custody intervals share (a lot moved between rooms within one bucket)."""
-    merged: dict[datetime, dict[str, Any]] = {}
-    for b in buckets:
-        m = merged.get(b["t"])
-        if m is None:
-            merged[b["t"]] = dict(b)
-            continue
-        for k in ("n", "n_out", "total", "arrhenius"):
-            m[k] += b[k]
-        m["lo"], m["hi"] = min(m["lo"], b["lo"]), max(m["hi"], b["hi"])
-        m["first"], m["last"] = min(m["first"], b["first"]), max(m["last"], b["last"])
-    return [merged[t] for t in sorted(merged)]
+def product_band(conn: Conn, *, product: str) -> tuple[float | None, float | None]:
+    """The product's temperature band (°C) from its cold-chain profile; unbounded without one."""
+    row = conn.execute(_BAND, (product,)).fetchone()
+    if row is not None:
+        return row["temp_low"], row["temp_high"]
+    # The cold-chain worker writes the default profiles when it first starts; until then (and a
+    # public page never writes them) the defaults are what that write would hold.
+    for name, _, temp_low, temp_high, _, _ in coldchain_profiles.DEFAULT_PROFILES:
+        if name == product:
+            return temp_low, temp_high
+    return None, None
 
 
 def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
     """Summarises the temperature readings over the custody intervals of these batches (a lot and its sources).
 
-    Works on chart buckets (about CHART_POINTS over the whole span), so its cost does not grow with the
-    number of readings returned. Time outside the band is estimated per bucket: the share of readings
-    outside it times the time the bucket's readings cover (each reading covers at most MAX_GAP_MINUTES).
+    The figures are `agritrace.coldchain.summary.summarize_custody` against the product's profile band
+    (the cold-chain domain's one implementation), in about CHART_POINTS buckets over the whole span.
     """
-    band = PRODUCT_BANDS.get(product, (None, None))
+    band = product_band(conn, product=product)
     custody = conn.execute(_CUSTODY, (batch_ids,)).fetchall()
-    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, None, None, "no_data", [])
+    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, 0.0, 0, None, None, "no_data", [])
     if not custody:
         return empty
     span = (max(k["ended_at"] for k in custody) - min(k["started_at"] for k in custody)).total_seconds()
-    bucket_seconds = max(60, int(span / CHART_POINTS) + 1)
-    params: dict[str, Any] = {
-        "bucket": f"{bucket_seconds} seconds",
-        "low": band[0] if band[0] is not None else -1e9,
-        "high": band[1] if band[1] is not None else 1e9,
-    }
-    rows: list[dict[str, Any]] = []
-    for k in custody:
-        params.update(channel=k["channel_id"], start=k["started_at"], end=k["ended_at"])
-        rows += conn.execute(_BUCKETS, params).fetchall()
-    buckets = _merge(rows)
-    if not buckets:
+    s = coldchain_summary.summarize_custody(
+        conn,
+        intervals=[(k["channel_id"], k["started_at"], k["ended_at"]) for k in custody],
+        # An unbounded side is infinite, not None: None would fall back to the channel's own profile.
+        low=band[0] if band[0] is not None else -math.inf,
+        high=band[1] if band[1] is not None else math.inf,
+        bucket=timedelta(seconds=max(60, int(span / CHART_POINTS) + 1)),
+    )
+    if not s["readings"]:
         return empty
-    n = sum(int(b["n"]) for b in buckets)
-    outside = 0.0
-    for b in buckets:
-        if b["n_out"]:
-            step = (
-                (b["last"] - b["first"]).total_seconds() / 60 / (b["n"] - 1)
-                if b["n"] > 1
-                else MAX_GAP_MINUTES
-            )
-            covered = min(bucket_seconds / 60, b["n"] * min(step, MAX_GAP_MINUTES))
-            outside += covered * b["n_out"] / b["n"]
-    arrhenius = sum(float(b["arrhenius"]) for b in buckets) / n
+    temp = s["temperature"]
     series = [
-        {"t": b["t"], "lo": float(b["lo"]), "hi": float(b["hi"]), "v": float(b["total"]) / int(b["n"])}
-        for b in buckets
+        {"t": datetime.fromisoformat(b["start"]), "lo": b["min"], "hi": b["max"], "v": b["mean"]}
+        for b in s["buckets"]
     ]
     return ColdChain(
         product=product,
         band=band,
-        readings=n,
-        minimum=min(p["lo"] for p in series),
-        maximum=max(p["hi"] for p in series),
-        mean=round(sum(float(b["total"]) for b in buckets) / n, 2),
-        mkt=round(-10000.0 / math.log(arrhenius) - 273.15, 2),
-        minutes_outside=outside,
-        first=buckets[0]["first"],
-        last=buckets[-1]["last"],
-        verdict="excursion" if outside > TOLERANCE_MINUTES else "ok",
+        readings=int(s["readings"]),
+        minimum=temp["min"],
+        maximum=temp["max"],
+        mean=round(temp["mean"], 2),
+        mkt=round(temp["mkt"], 2) if temp["mkt"] is not None else None,
+        minutes_inside=s["minutes_in_band"],
+        minutes_outside=s["minutes_out_of_band"],
+        excursions=int(s["excursions"]),
+        first=s["first"],
+        last=s["last"],
+        verdict="excursion" if s["minutes_out_of_band"] > TOLERANCE_MINUTES else "ok",
         series=series,
     )
 
