@@ -10,6 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg.types.json import Jsonb
+
+from agritrace import audit
 from agritrace.coldchain import profiles as coldchain_profiles
 from agritrace.coldchain import summary as coldchain_summary
 from agritrace.db import Conn
@@ -137,20 +140,107 @@ def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
     )
 
 
-def summarize_cached(conn: Conn, *, product: str, batch_ids: list[int]) -> tuple[dict[str, Any], str]:
-    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process."""
+# A stored summary (written before retention dropped the readings) stands for the live one while it
+# still covers every custody interval of the batch and its sources.
+_STORED = """
+SELECT s.summary, s.chart_svg
+  FROM batch_coldchain_summaries s,
+       (SELECT min(started_at) AS first, max(coalesce(ended_at, 'infinity')) AS last
+          FROM batch_custody WHERE batch_id = ANY(%(history)s)) k
+ WHERE s.batch_id = %(batch)s AND s.covers_from <= k.first AND s.covers_to >= k.last
+"""
+
+
+def summarize_cached(
+    conn: Conn, *, product: str, batch_ids: list[int], batch_id: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process.
+
+    `batch_id` (the lot whose history `batch_ids` is) lets a stored summary stand in for readings
+    that retention has dropped."""
     key = (product, tuple(batch_ids))
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1], hit[2]
-    cold = summarize(conn, product=product, batch_ids=batch_ids)
-    summary, chart = cold.as_json(), chart_svg(cold)
+    stored = (
+        conn.execute(_STORED, {"batch": batch_id, "history": batch_ids}).fetchone()
+        if batch_id is not None
+        else None
+    )
+    if stored is not None:
+        summary, chart = stored["summary"], stored["chart_svg"]
+    else:
+        cold = summarize(conn, product=product, batch_ids=batch_ids)
+        summary, chart = cold.as_json(), chart_svg(cold)
     with _cache_lock:
         if len(_cache) >= CACHE_MAX_ENTRIES:
             _cache.clear()
         _cache[key] = (now + CACHE_SECONDS, summary, chart)
     return summary, chart
+
+
+# Batches whose page depends on custody readings and that have no stored summary covering that
+# custody, with the window of it (the batch's own custody and its sources').
+_UNSUMMARISED = """
+WITH RECURSIVE hist(batch_id, id) AS (
+    SELECT b.id, b.id FROM batches b
+    UNION
+    SELECT h.batch_id, l.parent_id FROM hist h JOIN batch_lineage l ON l.child_id = h.id
+), windows AS (
+    -- covers_to is NULL while any of the custody is still open.
+    SELECT h.batch_id, min(k.started_at) AS covers_from,
+           CASE WHEN bool_or(k.ended_at IS NULL) THEN NULL ELSE max(k.ended_at) END AS covers_to,
+           array_agg(DISTINCT h.id ORDER BY h.id) AS history_ids
+      FROM hist h JOIN batch_custody k ON k.batch_id = h.id
+     GROUP BY h.batch_id
+)
+SELECT w.*, b.product
+  FROM windows w JOIN batches b ON b.id = w.batch_id
+ WHERE NOT EXISTS (SELECT 1 FROM batch_coldchain_summaries s
+                    WHERE s.batch_id = w.batch_id AND s.covers_from <= w.covers_from AND s.covers_to >= w.covers_to)
+ ORDER BY w.batch_id
+"""
+_STORE = """
+INSERT INTO batch_coldchain_summaries (batch_id, covers_from, covers_to, summary, chart_svg)
+VALUES (%(batch_id)s, %(covers_from)s, %(covers_to)s, %(summary)s, %(chart)s)
+ON CONFLICT (batch_id) DO UPDATE SET summarised_at = now(), covers_from = EXCLUDED.covers_from,
+    covers_to = EXCLUDED.covers_to, summary = EXCLUDED.summary, chart_svg = EXCLUDED.chart_svg
+"""
+
+
+def store_summary(conn: Conn, *, batch: dict[str, Any]) -> None:
+    """Stores a batch's page summary (a row of _UNSUMMARISED) so its readings may go."""
+    cold = summarize(conn, product=batch["product"], batch_ids=list(batch["history_ids"]))
+    conn.execute(
+        _STORE,
+        {
+            "batch_id": batch["batch_id"],
+            "covers_from": batch["covers_from"],
+            "covers_to": batch["covers_to"],
+            "summary": Jsonb(cold.as_json()),
+            "chart": chart_svg(cold),
+        },
+    )
+
+
+def retention_guard(conn: Conn, cutoff: datetime) -> datetime:
+    """Raw-readings retention guard (`agritrace.ingest.retention.register_guard`).
+
+    Batches whose custody has all ended and reaches back before the cut-off are summarised now (late
+    readings had the whole retention period to arrive); the cut-off then moves back to the earliest
+    custody start of any batch still unsummarised (custody still open), so no reading a page needs
+    goes before its summary exists."""
+    audit.set_actor(conn, "retention:cold-chain-summaries")
+    limit = cutoff
+    for batch in conn.execute(_UNSUMMARISED).fetchall():
+        if batch["covers_from"] >= cutoff:
+            continue  # nothing of it would be dropped yet
+        if batch["covers_to"] is not None and batch["covers_to"] <= cutoff:
+            store_summary(conn, batch=batch)
+        else:
+            limit = min(limit, batch["covers_from"])
+    return limit
 
 
 def clear_cache() -> None:
