@@ -231,15 +231,16 @@ def retention_guard(conn: Conn, cutoff: datetime) -> datetime:
     readings had the whole retention period to arrive); the cut-off then moves back to the earliest
     custody start of any batch still unsummarised (custody still open), so no reading a page needs
     goes before its summary exists."""
-    audit.set_actor(conn, "retention:cold-chain-summaries")
     limit = cutoff
-    for batch in conn.execute(_UNSUMMARISED).fetchall():
-        if batch["covers_from"] >= cutoff:
-            continue  # nothing of it would be dropped yet
-        if batch["covers_to"] is not None and batch["covers_to"] <= cutoff:
-            store_summary(conn, batch=batch)
-        else:
-            limit = min(limit, batch["covers_from"])
+    with conn.transaction():  # the actor setting lasts one transaction, autocommit or not
+        audit.set_actor(conn, "retention:cold-chain-summaries")
+        for batch in conn.execute(_UNSUMMARISED).fetchall():
+            if batch["covers_from"] >= cutoff:
+                continue  # nothing of it would be dropped yet
+            if batch["covers_to"] is not None and batch["covers_to"] <= cutoff:
+                store_summary(conn, batch=batch)
+            else:
+                limit = min(limit, batch["covers_from"])
     return limit
 
 
