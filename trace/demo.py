@@ -67,6 +67,9 @@ def _cold_room(conn: Conn, cooperative_id: int, start: datetime) -> int:
 
 def load(conn: Conn) -> dict[str, Any]:
     """Creates the demo records that are missing; returns the demo codes."""
+    # `make migrate` (so every `make test`) runs this: two runs at once must not both find a lot
+    # missing and both create it. The second waits, then finds what the first made.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('agritrace.trace.demo'))")
     coop = trace_service.ensure_cooperative(conn, name=COOPERATIVE)
     harvest = datetime(2026, 7, 10, 1, 0, tzinfo=UTC)
     out = []
