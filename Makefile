@@ -49,6 +49,7 @@ services: install
 migrate: services
 	@$(BIN)/agritrace db migrate
 	@$(BIN)/agritrace broker setup
+	@$(BIN)/agritrace trace demo >/dev/null
 
 up: migrate
 	@bash deploy/local/apps.sh start
@@ -58,6 +59,11 @@ up: migrate
 	@echo "  MQTT       127.0.0.1:$${AGRITRACE_MQTT_PORT:-18830}   (per-gateway credentials: .venv/bin/agritrace gateways create)"
 	@echo "  PostgreSQL 127.0.0.1:$${AGRITRACE_PG_PORT:-55432}/agritrace   (settings in $(AGRITRACE_ENV_FILE))"
 	@echo "  Logs       $(STATE)/log/    stop with: make down"
+	@# The demo again, now that the simulator has provisioned its cold room: a lot stored there shows live readings.
+	@$(BIN)/agritrace trace demo --json $(if $(filter 0,$(AGRITRACE_SIMULATOR)),,--simulator) 2>/dev/null \
+		| $(BIN)/python -c 'import json, sys; c = json.load(sys.stdin)["codes"]; live = [x for x in c if x.get("live")]; \
+		print("  Demo page  " + (live or c)[0]["url"] + ("   (a mango lot in the simulator cold room, live)" if live else ""))' \
+		2>/dev/null || true
 
 down:
 	@bash deploy/local/apps.sh stop

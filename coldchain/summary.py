@@ -34,12 +34,13 @@ WITH r AS (
            coalesce(sum(dwell) FILTER (WHERE ok), 0) AS in_s,
            coalesce(sum(dwell) FILTER (WHERE NOT ok), 0) AS out_s,
            count(*) FILTER (WHERE entered) AS excursions,
-           sum(exp(-%(dhr)s / (value + 273.15))) AS arrhenius
+           sum(exp(-%(dhr)s / (value + 273.15))) AS arrhenius,
+           min(time) AS first, max(time) AS last
       FROM flagged GROUP BY 1
 )
 SELECT sum(n)::bigint AS readings, min(min) AS min, max(max) AS max, sum(mean * n) / nullif(sum(n), 0) AS mean,
        sum(in_s) AS seconds_in_band, sum(out_s) AS seconds_out_of_band, coalesce(sum(excursions), 0)::bigint AS excursions,
-       sum(arrhenius) / nullif(sum(n), 0) AS arrhenius_mean,
+       sum(arrhenius) / nullif(sum(n), 0) AS arrhenius_mean, min(first) AS first, max(last) AS last,
        coalesce(jsonb_agg(jsonb_build_object(
            'start', bucket, 'readings', n, 'min', min, 'max', max, 'mean', mean,
            'minutes_in_band', in_s / 60, 'minutes_out_of_band', out_s / 60, 'excursions', excursions)
@@ -118,6 +119,8 @@ def summarize(
         "mkt": mkt,
         "buckets": row["buckets"],
         "arrhenius_mean": arrhenius,
+        "first": row["first"],
+        "last": row["last"],
     }
 
 
@@ -127,12 +130,28 @@ def _mkt(arrhenius_mean: float) -> float:
 
 
 def summarize_custody(
-    conn: Conn, *, intervals: list[tuple[int, datetime, datetime]], cooperative_id: int | None = None
+    conn: Conn,
+    *,
+    intervals: list[tuple[int, datetime, datetime]],
+    cooperative_id: int | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    bucket: timedelta = timedelta(hours=1),
 ) -> dict[str, Any]:
     """A batch's cold chain: the summaries of the (channel, start, end) intervals it spent in custody,
-    each against its own channel's band, combined (MKT over all temperature readings together)."""
+    each against its own channel's band unless `low`/`high` give the batch's (its product profile),
+    combined (MKT over all temperature readings together; buckets of the same start merged)."""
     parts = [
-        summarize(conn, channel_id=ch, start=start, end=end, cooperative_id=cooperative_id)
+        summarize(
+            conn,
+            channel_id=ch,
+            start=start,
+            end=end,
+            cooperative_id=cooperative_id,
+            low=low,
+            high=high,
+            bucket=bucket,
+        )
         for ch, start, end in intervals
     ]
     temps = [p for p in parts if p["unit"] == "Cel" and p["readings"]]
@@ -140,8 +159,9 @@ def summarize_custody(
     arrhenius = sum(p["arrhenius_mean"] * p["readings"] for p in temps) / n_temp if n_temp else None
     with_data = [p for p in parts if p["readings"]]
     n = sum(p["readings"] for p in with_data)
+    hidden = ("buckets", "arrhenius_mean", "first", "last")
     return {
-        "intervals": [{k: v for k, v in p.items() if k not in ("buckets", "arrhenius_mean")} for p in parts],
+        "intervals": [{k: v for k, v in p.items() if k not in hidden} for p in parts],
         "temperature": {
             "readings": n_temp,
             "min": min((p["min"] for p in temps), default=None),
@@ -153,4 +173,24 @@ def summarize_custody(
         "minutes_in_band": sum(p["minutes_in_band"] for p in parts),
         "minutes_out_of_band": sum(p["minutes_out_of_band"] for p in parts),
         "excursions": sum(p["excursions"] for p in parts),
+        "first": min((p["first"] for p in with_data), default=None),
+        "last": max((p["last"] for p in with_data), default=None),
+        "buckets": _merge_buckets([b for p in with_data for b in p["buckets"]]),
     }
+
+
+def _merge_buckets(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Combines buckets that two custody intervals share (a lot moved between rooms within one bucket)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for b in buckets:
+        m = merged.get(b["start"])
+        if m is None:
+            merged[b["start"]] = dict(b)
+            continue
+        n = m["readings"] + b["readings"]
+        m["mean"] = (m["mean"] * m["readings"] + b["mean"] * b["readings"]) / n
+        m["min"], m["max"], m["readings"] = min(m["min"], b["min"]), max(m["max"], b["max"]), n
+        for k in ("minutes_in_band", "minutes_out_of_band", "excursions"):
+            m[k] += b[k]
+    # jsonb renders every start in UTC with the same offset, so the text sorts as the time does.
+    return [merged[t] for t in sorted(merged)]

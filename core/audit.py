@@ -73,7 +73,10 @@ def head(conn: Conn) -> dict[str, Any]:
 
 
 def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
-    """The cooperative an audited entity belongs to (from its recorded states), None if nobody's."""
+    """The cooperative an audited entity belongs to (from its recorded states), None if nobody's.
+
+    Trace records (events, custody, certificates of a batch, codes ...) belong to their batch's
+    cooperative; a lineage edge to its child batch's (the lot it went into)."""
     row = conn.execute(
         """SELECT CASE
                     WHEN %(t)s = 'cooperatives' THEN %(k)s
@@ -83,7 +86,12 @@ def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
                     WHEN %(t)s IN ('alerts', 'coldchain_channel_profiles') THEN
                         (SELECT g.cooperative_id::text FROM channels c JOIN gateways g ON g.id = c.gateway_id
                           WHERE c.id::text = coalesce(l.after, l.before) ->> 'channel_id')
-                    ELSE coalesce(l.after, l.before) ->> 'cooperative_id'
+                    WHEN coalesce(l.after, l.before) ? 'cooperative_id'
+                         AND coalesce(l.after, l.before) ->> 'cooperative_id' IS NOT NULL
+                      THEN coalesce(l.after, l.before) ->> 'cooperative_id'
+                    ELSE (SELECT b.cooperative_id::text FROM batches b
+                           WHERE b.id::text = coalesce(coalesce(l.after, l.before) ->> 'batch_id',
+                                                       coalesce(l.after, l.before) ->> 'child_id'))
                   END AS owner
              FROM audit_log l WHERE l.table_name = %(t)s AND l.row_key = %(k)s
             ORDER BY l.id DESC LIMIT 1""",

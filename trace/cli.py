@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from datetime import date
 from decimal import Decimal
@@ -10,7 +11,11 @@ from typing import Any
 
 import typer
 
-from agritrace.db import connect
+from agritrace import audit
+from agritrace.db import Conn
+from agritrace.db import connect as db_connect
+from agritrace.ingest import simulate
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import demo, epcis
 from agritrace.trace import service as trace_service
@@ -19,6 +24,13 @@ from agritrace.trace.router import label_name
 batches_app = typer.Typer(help="Batches: create, recall.", no_args_is_help=True)
 codes_app = typer.Typer(help="Product codes: issue, label sheets.", no_args_is_help=True)
 trace_app = typer.Typer(help="Trace: demo data, EPCIS export.", no_args_is_help=True)
+
+
+def connect() -> Conn:
+    """A connection whose writes the audit trail records under the operator's login (`cli:<user>`)."""
+    conn = db_connect()
+    audit.set_actor(conn, f"cli:{getpass.getuser()}")
+    return conn
 
 
 def _dump(value: Any) -> str:
@@ -111,8 +123,18 @@ def codes_labels(
 
 
 @trace_app.command("demo")
-def trace_demo(as_json: bool = typer.Option(False, "--json")) -> None:
+def trace_demo(
+    as_json: bool = typer.Option(False, "--json"),
+    simulator: bool = typer.Option(
+        False,
+        "--simulator",
+        help="Also provision the simulator's demo gateways (as `simulate --demo` does) and store a lot "
+        "in its cold room, so that lot's page shows live readings.",
+    ),
+) -> None:
     """Creates demo batches with certificates, events, cold-chain readings and codes (idempotent)."""
+    if simulator:
+        simulate.demo_gateways(get_settings())
     with connect() as conn:
         result = demo.load(conn)
     if as_json:

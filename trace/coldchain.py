@@ -6,28 +6,23 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg.types.json import Jsonb
+
+from agritrace import audit
+from agritrace.coldchain import profiles as coldchain_profiles
+from agritrace.coldchain import summary as coldchain_summary
 from agritrace.db import Conn
 
-# LEAD: replace with the agritrace.coldchain profiles after the merge (issue 4). Until then these are
-# the product temperature bands from DESIGN.md ("Cold chain"), in °C, (low, high); None = unbounded.
-PRODUCT_BANDS: dict[str, tuple[float | None, float | None]] = {
-    "mango": (10.0, 13.0),
-    "citrus": (5.0, 8.0),
-    "tea": (None, 10.0),
-}
-# A single gap between readings counts at most this long, so an offline logger does not turn one
-# out-of-band reading into a day of excursion.
-MAX_GAP_MINUTES = 15.0
 # Time outside the band tolerated before the verdict becomes an excursion (short door openings).
 TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
 # The summary is the costly part of a page view (a pass over the readings), and a popular lot is
-# scanned by many shoppers at once: each process keeps it this long. Readings arriving late show
-# up within this delay; recalls, certificates and events are always read fresh.
+# scanned by many shoppers at once: each process keeps it this long. Readings arriving late and
+# edited profiles show up within this delay; recalls, certificates and events are always read fresh.
 CACHE_SECONDS = 60.0
 CACHE_MAX_ENTRIES = 20_000
 _cache: dict[tuple[str, tuple[int, ...]], tuple[float, dict[str, Any], str]] = {}
@@ -41,19 +36,9 @@ SELECT k.channel_id, k.started_at, least(coalesce(k.ended_at, now()), now()) AS 
  WHERE k.batch_id = ANY(%s) AND ch.unit = 'Cel' AND k.started_at < now()
  ORDER BY k.started_at
 """
-# One interval at a time, with its bounds as parameters: TimescaleDB then touches only the chunks
-# of that interval (a join against the custody table would visit every chunk's index).
-_BUCKETS = """
-SELECT time_bucket(%(bucket)s::interval, time) AS t, count(*) AS n,
-       count(*) FILTER (WHERE value < %(low)s OR value > %(high)s) AS n_out,
-       min(value) AS lo, max(value) AS hi, sum(value) AS total,
-       -- for the mean kinetic temperature (ΔH/R = 10,000 K)
-       sum(exp(-10000.0 / (value + 273.15))) AS arrhenius,
-       min(time) AS first, max(time) AS last
-  FROM readings
- WHERE channel_id = %(channel)s AND time >= %(start)s AND time < %(end)s
- GROUP BY 1
-"""
+# The product's band is its cold-chain profile (editable: `agritrace coldchain profiles`), the same
+# one the alert rules of a channel holding it use.
+_BAND = "SELECT temp_low, temp_high FROM coldchain_profiles WHERE name = %s"
 
 
 @dataclass(frozen=True)
@@ -67,7 +52,9 @@ class ColdChain:
     maximum: float | None
     mean: float | None
     mkt: float | None
+    minutes_inside: float
     minutes_outside: float
+    excursions: int
     first: datetime | None
     last: datetime | None
     verdict: str  # "ok" | "excursion" | "no_data"
@@ -82,7 +69,9 @@ class ColdChain:
             "max": round(self.maximum, 1) if self.maximum is not None else None,
             "mean": self.mean,
             "mean_kinetic_temperature": self.mkt,
+            "minutes_in_band": round(self.minutes_inside, 1),
             "minutes_outside_band": round(self.minutes_outside, 1),
+            "excursions": self.excursions,
             "from": self.first.isoformat() if self.first else None,
             "to": self.last.isoformat() if self.last else None,
             "verdict": self.verdict,
@@ -93,93 +82,166 @@ class ColdChain:
         }
 
 
-def _merge(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Combines buckets that two custody intervals share (a lot moved between rooms within one bucket)."""
-    merged: dict[datetime, dict[str, Any]] = {}
-    for b in buckets:
-        m = merged.get(b["t"])
-        if m is None:
-            merged[b["t"]] = dict(b)
-            continue
-        for k in ("n", "n_out", "total", "arrhenius"):
-            m[k] += b[k]
-        m["lo"], m["hi"] = min(m["lo"], b["lo"]), max(m["hi"], b["hi"])
-        m["first"], m["last"] = min(m["first"], b["first"]), max(m["last"], b["last"])
-    return [merged[t] for t in sorted(merged)]
+def product_band(conn: Conn, *, product: str) -> tuple[float | None, float | None]:
+    """The product's temperature band (°C) from its cold-chain profile; unbounded without one."""
+    row = conn.execute(_BAND, (product,)).fetchone()
+    if row is not None:
+        return row["temp_low"], row["temp_high"]
+    # The cold-chain worker writes the default profiles when it first starts; until then (and a
+    # public page never writes them) the defaults are what that write would hold.
+    for name, _, temp_low, temp_high, _, _ in coldchain_profiles.DEFAULT_PROFILES:
+        if name == product:
+            return temp_low, temp_high
+    return None, None
 
 
 def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
     """Summarises the temperature readings over the custody intervals of these batches (a lot and its sources).
 
-    Works on chart buckets (about CHART_POINTS over the whole span), so its cost does not grow with the
-    number of readings returned. Time outside the band is estimated per bucket: the share of readings
-    outside it times the time the bucket's readings cover (each reading covers at most MAX_GAP_MINUTES).
+    The figures are `agritrace.coldchain.summary.summarize_custody` against the product's profile band
+    (the cold-chain domain's one implementation), in about CHART_POINTS buckets over the whole span.
     """
-    band = PRODUCT_BANDS.get(product, (None, None))
+    band = product_band(conn, product=product)
     custody = conn.execute(_CUSTODY, (batch_ids,)).fetchall()
-    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, None, None, "no_data", [])
+    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, 0.0, 0, None, None, "no_data", [])
     if not custody:
         return empty
     span = (max(k["ended_at"] for k in custody) - min(k["started_at"] for k in custody)).total_seconds()
-    bucket_seconds = max(60, int(span / CHART_POINTS) + 1)
-    params: dict[str, Any] = {
-        "bucket": f"{bucket_seconds} seconds",
-        "low": band[0] if band[0] is not None else -1e9,
-        "high": band[1] if band[1] is not None else 1e9,
-    }
-    rows: list[dict[str, Any]] = []
-    for k in custody:
-        params.update(channel=k["channel_id"], start=k["started_at"], end=k["ended_at"])
-        rows += conn.execute(_BUCKETS, params).fetchall()
-    buckets = _merge(rows)
-    if not buckets:
+    s = coldchain_summary.summarize_custody(
+        conn,
+        intervals=[(k["channel_id"], k["started_at"], k["ended_at"]) for k in custody],
+        # An unbounded side is infinite, not None: None would fall back to the channel's own profile.
+        low=band[0] if band[0] is not None else -math.inf,
+        high=band[1] if band[1] is not None else math.inf,
+        bucket=timedelta(seconds=max(60, int(span / CHART_POINTS) + 1)),
+    )
+    if not s["readings"]:
         return empty
-    n = sum(int(b["n"]) for b in buckets)
-    outside = 0.0
-    for b in buckets:
-        if b["n_out"]:
-            step = (
-                (b["last"] - b["first"]).total_seconds() / 60 / (b["n"] - 1)
-                if b["n"] > 1
-                else MAX_GAP_MINUTES
-            )
-            covered = min(bucket_seconds / 60, b["n"] * min(step, MAX_GAP_MINUTES))
-            outside += covered * b["n_out"] / b["n"]
-    arrhenius = sum(float(b["arrhenius"]) for b in buckets) / n
+    temp = s["temperature"]
     series = [
-        {"t": b["t"], "lo": float(b["lo"]), "hi": float(b["hi"]), "v": float(b["total"]) / int(b["n"])}
-        for b in buckets
+        {"t": datetime.fromisoformat(b["start"]), "lo": b["min"], "hi": b["max"], "v": b["mean"]}
+        for b in s["buckets"]
     ]
     return ColdChain(
         product=product,
         band=band,
-        readings=n,
-        minimum=min(p["lo"] for p in series),
-        maximum=max(p["hi"] for p in series),
-        mean=round(sum(float(b["total"]) for b in buckets) / n, 2),
-        mkt=round(-10000.0 / math.log(arrhenius) - 273.15, 2),
-        minutes_outside=outside,
-        first=buckets[0]["first"],
-        last=buckets[-1]["last"],
-        verdict="excursion" if outside > TOLERANCE_MINUTES else "ok",
+        readings=int(s["readings"]),
+        minimum=temp["min"],
+        maximum=temp["max"],
+        mean=round(temp["mean"], 2),
+        mkt=round(temp["mkt"], 2) if temp["mkt"] is not None else None,
+        minutes_inside=s["minutes_in_band"],
+        minutes_outside=s["minutes_out_of_band"],
+        excursions=int(s["excursions"]),
+        first=s["first"],
+        last=s["last"],
+        verdict="excursion" if s["minutes_out_of_band"] > TOLERANCE_MINUTES else "ok",
         series=series,
     )
 
 
-def summarize_cached(conn: Conn, *, product: str, batch_ids: list[int]) -> tuple[dict[str, Any], str]:
-    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process."""
+# A stored summary (written before retention dropped the readings) stands for the live one while it
+# still covers every custody interval of the batch and its sources.
+_STORED = """
+SELECT s.summary, s.chart_svg
+  FROM batch_coldchain_summaries s,
+       (SELECT min(started_at) AS first, max(coalesce(ended_at, 'infinity')) AS last
+          FROM batch_custody WHERE batch_id = ANY(%(history)s)) k
+ WHERE s.batch_id = %(batch)s AND s.covers_from <= k.first AND s.covers_to >= k.last
+"""
+
+
+def summarize_cached(
+    conn: Conn, *, product: str, batch_ids: list[int], batch_id: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process.
+
+    `batch_id` (the lot whose history `batch_ids` is) lets a stored summary stand in for readings
+    that retention has dropped."""
     key = (product, tuple(batch_ids))
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1], hit[2]
-    cold = summarize(conn, product=product, batch_ids=batch_ids)
-    summary, chart = cold.as_json(), chart_svg(cold)
+    stored = (
+        conn.execute(_STORED, {"batch": batch_id, "history": batch_ids}).fetchone()
+        if batch_id is not None
+        else None
+    )
+    if stored is not None:
+        summary, chart = stored["summary"], stored["chart_svg"]
+    else:
+        cold = summarize(conn, product=product, batch_ids=batch_ids)
+        summary, chart = cold.as_json(), chart_svg(cold)
     with _cache_lock:
         if len(_cache) >= CACHE_MAX_ENTRIES:
             _cache.clear()
         _cache[key] = (now + CACHE_SECONDS, summary, chart)
     return summary, chart
+
+
+# Batches whose page depends on custody readings and that have no stored summary covering that
+# custody, with the window of it (the batch's own custody and its sources').
+_UNSUMMARISED = """
+WITH RECURSIVE hist(batch_id, id) AS (
+    SELECT b.id, b.id FROM batches b
+    UNION
+    SELECT h.batch_id, l.parent_id FROM hist h JOIN batch_lineage l ON l.child_id = h.id
+), windows AS (
+    -- covers_to is NULL while any of the custody is still open.
+    SELECT h.batch_id, min(k.started_at) AS covers_from,
+           CASE WHEN bool_or(k.ended_at IS NULL) THEN NULL ELSE max(k.ended_at) END AS covers_to,
+           array_agg(DISTINCT h.id ORDER BY h.id) AS history_ids
+      FROM hist h JOIN batch_custody k ON k.batch_id = h.id
+     GROUP BY h.batch_id
+)
+SELECT w.*, b.product
+  FROM windows w JOIN batches b ON b.id = w.batch_id
+ WHERE NOT EXISTS (SELECT 1 FROM batch_coldchain_summaries s
+                    WHERE s.batch_id = w.batch_id AND s.covers_from <= w.covers_from AND s.covers_to >= w.covers_to)
+ ORDER BY w.batch_id
+"""
+_STORE = """
+INSERT INTO batch_coldchain_summaries (batch_id, covers_from, covers_to, summary, chart_svg)
+VALUES (%(batch_id)s, %(covers_from)s, %(covers_to)s, %(summary)s, %(chart)s)
+ON CONFLICT (batch_id) DO UPDATE SET summarised_at = now(), covers_from = EXCLUDED.covers_from,
+    covers_to = EXCLUDED.covers_to, summary = EXCLUDED.summary, chart_svg = EXCLUDED.chart_svg
+"""
+
+
+def store_summary(conn: Conn, *, batch: dict[str, Any]) -> None:
+    """Stores a batch's page summary (a row of _UNSUMMARISED) so its readings may go."""
+    cold = summarize(conn, product=batch["product"], batch_ids=list(batch["history_ids"]))
+    conn.execute(
+        _STORE,
+        {
+            "batch_id": batch["batch_id"],
+            "covers_from": batch["covers_from"],
+            "covers_to": batch["covers_to"],
+            "summary": Jsonb(cold.as_json()),
+            "chart": chart_svg(cold),
+        },
+    )
+
+
+def retention_guard(conn: Conn, cutoff: datetime) -> datetime:
+    """Raw-readings retention guard (`agritrace.ingest.retention.register_guard`).
+
+    Batches whose custody has all ended and reaches back before the cut-off are summarised now (late
+    readings had the whole retention period to arrive); the cut-off then moves back to the earliest
+    custody start of any batch still unsummarised (custody still open), so no reading a page needs
+    goes before its summary exists."""
+    limit = cutoff
+    with conn.transaction():  # the actor setting lasts one transaction, autocommit or not
+        audit.set_actor(conn, "retention:cold-chain-summaries")
+        for batch in conn.execute(_UNSUMMARISED).fetchall():
+            if batch["covers_from"] >= cutoff:
+                continue  # nothing of it would be dropped yet
+            if batch["covers_to"] is not None and batch["covers_to"] <= cutoff:
+                store_summary(conn, batch=batch)
+            else:
+                limit = min(limit, batch["covers_from"])
+    return limit
 
 
 def clear_cache() -> None:

@@ -1,5 +1,6 @@
 """Demo data for `make up`: a 百色芒果 harvest packed into a GTIN lot, a citrus batch, certificates,
-events, a cold room with readings, and one code each. Safe to run again (finds what exists)."""
+events, a cold room with readings, and one code each; and, when the simulator's demo cold room exists,
+a mango lot stored in it now, whose page shows the live cold chain. Safe to run again (finds what exists)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from agritrace.db import Conn
+from agritrace.ingest import simulate
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import gs1
 from agritrace.trace import service as trace_service
@@ -15,6 +17,10 @@ from agritrace.trace import service as trace_service
 COOPERATIVE = "百色市右江区芒果专业合作社"
 CITRUS_COOPERATIVE = "武鸣沃柑种植专业合作社"
 GATEWAY = "demo-baise-coldroom"
+LIVE_LOT = "MDEMO-LIVE"
+# The simulator's demo cold room (`agritrace simulate --demo`) and its temperature channel's SenML name.
+LIVE_GATEWAY = next(g for g, _, kind in simulate.DEMO if kind == "mango-coldroom")
+LIVE_CHANNEL = simulate.KINDS["mango-coldroom"][0] + "/temp"
 # A GTIN from the GS1 China range pattern, with its real check digit.
 DEMO_GTIN = "0690123456789" + str(gs1.check_digit("0690123456789"))
 
@@ -61,6 +67,9 @@ def _cold_room(conn: Conn, cooperative_id: int, start: datetime) -> int:
 
 def load(conn: Conn) -> dict[str, Any]:
     """Creates the demo records that are missing; returns the demo codes."""
+    # `make migrate` (so every `make test`) runs this: two runs at once must not both find a lot
+    # missing and both create it. The second waits, then finds what the first made.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('agritrace.trace.demo'))")
     coop = trace_service.ensure_cooperative(conn, name=COOPERATIVE)
     harvest = datetime(2026, 7, 10, 1, 0, tzinfo=UTC)
     out = []
@@ -197,4 +206,53 @@ def load(conn: Conn) -> dict[str, Any]:
             batch_id=citrus["id"],
         )
     out.append({"lot": citrus["lot"], "batch_id": citrus["id"], **_first_code(conn, citrus)})
+    live = _live_lot(conn, harvest_date=datetime.now(UTC).date())
+    if live is not None:
+        out.append({"lot": live["lot"], "batch_id": live["id"], "live": True, **_first_code(conn, live)})
     return {"codes": out}
+
+
+def _live_lot(conn: Conn, *, harvest_date: date) -> dict[str, Any] | None:
+    """A mango lot held in the simulator's demo cold room from now on (open custody), if that gateway exists.
+
+    Its custody also puts the cold room under the mango profile's alert rules (custody drives monitoring)."""
+    gateway = conn.execute("SELECT cooperative_id FROM gateways WHERE id = %s", (LIVE_GATEWAY,)).fetchone()
+    if gateway is None:
+        return None
+    lot = _existing(conn, LIVE_LOT)
+    if lot is not None:
+        return lot
+    # The channel is registered now (ingest would on the first reading), so custody can point at it.
+    conn.execute(
+        "INSERT INTO channels (gateway_id, name, unit) VALUES (%s, %s, 'Cel') ON CONFLICT DO NOTHING",
+        (LIVE_GATEWAY, LIVE_CHANNEL),
+    )
+    channel = conn.execute(
+        "SELECT id FROM channels WHERE gateway_id = %s AND name = %s", (LIVE_GATEWAY, LIVE_CHANNEL)
+    ).fetchone()
+    assert channel is not None
+    lot = trace_service.create_batch(
+        conn,
+        product="mango",
+        cooperative_id=gateway["cooperative_id"],
+        variety="桂七芒",
+        lot=LIVE_LOT,
+        origin_plot="田阳区百育镇 7 号果园",
+        gi_area="百色芒果 地理标志产区",
+        harvest_date=harvest_date,
+        quantity=Decimal(300),
+        unit="kg",
+        gtin=DEMO_GTIN,
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    trace_service.add_event(
+        conn,
+        batch_id=lot["id"],
+        biz_step="storing",
+        disposition="active",
+        event_time=now,
+        place="百色芒果示范合作社 冷库",
+        actor="百色芒果示范合作社",
+    )
+    trace_service.add_custody(conn, batch_id=lot["id"], channel_id=channel["id"], started_at=now)
+    return lot

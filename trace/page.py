@@ -80,7 +80,7 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
         raise BatchNotFound("the batch of this code is gone")
     batch = row["batch"]
     cold, chart = coldchain.summarize_cached(
-        conn, product=batch["product"], batch_ids=list(row["history_ids"])
+        conn, product=batch["product"], batch_ids=list(row["history_ids"]), batch_id=code["batch_id"]
     )
     warnings = []
     if row["recalls"]:
