@@ -203,6 +203,18 @@ def fleet_health() -> dash.Dashboard:
                 ["cooperative", "gateway_id", "channel", "unit", "last_time"],
             )
         )
+        .with_panel(
+            table_panel(
+                "Dead letters (rejected messages)",
+                f"""SELECT d.received_at, d.gateway_id, d.topic, d.reason
+                      FROM reporting.dead_letters d
+                     WHERE $__timeFilter(d.received_at) AND {coop_filter("d.cooperative_id")}
+                     ORDER BY d.received_at DESC LIMIT 200""",
+                ["received_at", "gateway_id", "topic", "reason"],
+                description="Messages the ingest worker refused, newest first (payloads are never shown). "
+                "A message naming an unknown gateway has no cooperative and shows under All only.",
+            )
+        )
     )
 
 
@@ -434,6 +446,176 @@ def cold_chain() -> dash.Dashboard:
                 description="MKT over the time range per cold room or truck (ΔH/R = 10,000 K).",
             )
         )
+        .with_panel(
+            table_panel(
+                "Mean kinetic temperature per shipment",
+                f"""SELECT s.lot, s.product, c.gateway_id, c.channel, s.started_at, s.ended_at,
+                           10000.0 / -ln(avg(exp(-10000.0 / nullif(s.value + 273.15, 0)))) - 273.15 AS mkt_c,
+                           max(s.value) AS warmest_c, count(*) AS readings
+                      FROM reporting.shipment_readings s JOIN reporting.channels c USING (channel_id)
+                     WHERE $__timeFilter(s.time) AND c.quantity = 'temperature'
+                       AND {coop_filter("s.cooperative_id")} AND {product_filter("s.product")}
+                     GROUP BY s.shipment_id, s.lot, s.product, c.gateway_id, c.channel, s.started_at, s.ended_at
+                     ORDER BY mkt_c DESC LIMIT 200""",
+                [
+                    "lot",
+                    "product",
+                    "gateway_id",
+                    "channel",
+                    "started_at",
+                    "ended_at",
+                    "mkt_c",
+                    "warmest_c",
+                    "readings",
+                ],
+                description="MKT of the readings while each batch was in a cold room or truck (one row per custody "
+                "interval, within the time range; ΔH/R = 10,000 K).",
+            )
+        )
+    )
+
+
+# ---- 2. 三品一标 certification overview ----------------------------------------------------------
+# reporting.certificates (certificate_id bigint, batch_id bigint, cooperative_id bigint, product text,
+#     cert_type text  -- 'pollution_free' | 'green' | 'organic' | 'gi' | 'compliance' (承诺达标合格证)
+#     number text, issuer text, valid_from date, valid_to date, revoked boolean)
+# reporting.batches (batch_id bigint, cooperative_id bigint, product text, variety text,
+#     harvest_date date, created_at timestamptz, disposition text, recalled_at timestamptz)
+# reporting.inspections (batch_id bigint, cooperative_id bigint, product text,
+#     inspected_at timestamptz, passed boolean)
+
+
+def certification_overview() -> dash.Dashboard:
+    """Certified cooperatives and batches by type, expiring certificates, 合格证 gaps, inspections, recalls."""
+    coop = coop_filter("c.cooperative_id")
+    # A certificate held by a cooperative covers all its products (product is NULL).
+    prod = f"(c.product IS NULL OR {product_filter('c.product')})"
+    coop_b = coop_filter("b.cooperative_id")
+    prod_b = product_filter("b.product")
+    return (
+        board("agritrace-certification", "三品一标 Certification overview", ["certification"])
+        .with_variable(cooperative_variable())
+        .with_variable(product_variable())
+        .with_panel(
+            table_panel(
+                "Valid certificates by type",
+                f"""SELECT c.cert_type, count(DISTINCT c.cooperative_id) AS cooperatives,
+                           count(DISTINCT c.batch_id) AS batches
+                      FROM reporting.certificates c
+                     WHERE c.status = 'valid' AND {coop} AND {prod}
+                     GROUP BY c.cert_type ORDER BY c.cert_type""",
+                ["cert_type", "cooperatives", "batches"],
+            ).span(12)
+        )
+        .with_panel(
+            table_panel(
+                "Certificates expiring in 30 / 60 / 90 days",
+                f"""SELECT c.cert_type,
+                           count(*) FILTER (WHERE c.valid_to < current_date + 30) AS within_30_days,
+                           count(*) FILTER (WHERE c.valid_to < current_date + 60) AS within_60_days,
+                           count(*) FILTER (WHERE c.valid_to < current_date + 90) AS within_90_days
+                      FROM reporting.certificates c
+                     WHERE c.status IN ('valid', 'not_yet_valid') AND c.valid_to IS NOT NULL
+                       AND c.valid_to < current_date + 90 AND {coop} AND {prod}
+                     GROUP BY c.cert_type ORDER BY c.cert_type""",
+                ["cert_type", "within_30_days", "within_60_days", "within_90_days"],
+            ).span(12)
+        )
+        .with_panel(
+            table_panel(
+                "Batches without a valid 承诺达标合格证",
+                f"""SELECT b.batch_id, b.lot, b.product, b.variety, b.harvest_date, b.created_at
+                      FROM reporting.batches b
+                     WHERE $__timeFilter(b.created_at) AND {coop_b} AND {prod_b}
+                       AND NOT EXISTS (SELECT FROM reporting.certificates c
+                                        WHERE c.batch_id = b.batch_id AND c.cert_type = 'compliance'
+                                          AND c.status = 'valid')
+                     ORDER BY b.created_at DESC LIMIT 200""",
+                ["batch_id", "lot", "product", "variety", "harvest_date", "created_at"],
+            )
+        )
+        .with_panel(
+            ts_panel(
+                "Inspection pass rate",
+                f"""SELECT $__timeGroupAlias(b.inspected_at, '1d'), b.product AS metric,
+                           avg(b.passed::int) * 100 AS pass_rate_pct
+                      FROM reporting.inspections b
+                     WHERE $__timeFilter(b.inspected_at) AND {coop_b} AND {prod_b}
+                     GROUP BY 1, 2 ORDER BY 1""",
+                unit="percent",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Recalls in range",
+                f"""SELECT count(DISTINCT b.recall_id)::float8 AS recalls FROM reporting.recalls b
+                     WHERE $__timeFilter(b.recalled_at) AND {coop_b} AND {prod_b}""",
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Recalled batches",
+                f"""SELECT b.recalled_at, b.lot, b.product, b.recalled_batch_id, b.batch_id, b.reason
+                      FROM reporting.recalls b
+                     WHERE $__timeFilter(b.recalled_at) AND {coop_b} AND {prod_b}
+                     ORDER BY b.recalled_at DESC, b.batch_id LIMIT 200""",
+                ["recalled_at", "lot", "product", "recalled_batch_id", "batch_id", "reason"],
+                description="Every batch a recall covers: the recalled batch and everything downstream in its lineage.",
+            )
+        )
+    )
+
+
+# ---- 4. Consumer scans -----------------------------------------------------------------------------
+# reporting.scans (scanned_at, code, batch_id, lot, cooperative_id, product, network, browser,
+#     suspicious, reason): network is a short prefix of the keyed hash of the scanner's network
+#     (/24, /48), never an address; suspicious is the trace domain's counterfeit flag on the code.
+
+
+def consumer_scans() -> dash.Dashboard:
+    """Scans per day and product, codes flagged as possibly counterfeit, where scans come from."""
+    coop = coop_filter("s.cooperative_id")
+    prod = product_filter("s.product")
+    return (
+        board("agritrace-consumer-scans", "扫码查询 Consumer scans", ["scans"])
+        .with_variable(cooperative_variable())
+        .with_variable(product_variable())
+        .with_panel(
+            ts_panel(
+                "Scans per day and product",
+                f"""SELECT $__timeGroupAlias(s.scanned_at, '1d'), s.product AS metric, count(*) AS scans
+                      FROM reporting.scans s
+                     WHERE $__timeFilter(s.scanned_at) AND {coop} AND {prod}
+                     GROUP BY 1, 2 ORDER BY 1""",
+                unit="short",
+            ).span(24)
+        )
+        .with_panel(
+            table_panel(
+                "Codes flagged as possibly counterfeit",
+                f"""SELECT s.code, s.lot, s.product, count(*) AS scans, count(DISTINCT s.network) AS networks,
+                           min(s.scanned_at) AS first_scan, max(s.scanned_at) AS last_scan,
+                           string_agg(DISTINCT s.reason, '; ') AS reasons
+                      FROM reporting.scans s
+                     WHERE $__timeFilter(s.scanned_at) AND s.suspicious AND {coop} AND {prod}
+                     GROUP BY s.code, s.lot, s.product ORDER BY last_scan DESC LIMIT 200""",
+                ["code", "lot", "product", "scans", "networks", "first_scan", "last_scan", "reasons"],
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Where scans come from (networks)",
+                f"""SELECT s.network, count(*) AS scans, count(DISTINCT s.code) AS codes,
+                           count(*) FILTER (WHERE s.suspicious) AS suspicious,
+                           string_agg(DISTINCT s.browser, ', ') AS browsers
+                      FROM reporting.scans s
+                     WHERE $__timeFilter(s.scanned_at) AND {coop} AND {prod}
+                     GROUP BY s.network ORDER BY scans DESC, s.network LIMIT 100""",
+                ["network", "scans", "codes", "suspicious", "browsers"],
+                description="Scans keep no personal data: a network is a short keyed hash of its /24 (/48) prefix, "
+                "so regions and cities are not known.",
+            )
+        )
     )
 
 
@@ -441,6 +623,8 @@ BOARDS: dict[str, Callable[[], cogbuilder.Builder[DashboardModel]]] = {
     "cold-chain": cold_chain,
     "farm-environment": farm_environment,
     "fleet-health": fleet_health,
+    "certification": certification_overview,
+    "consumer-scans": consumer_scans,
 }
 
 
