@@ -419,3 +419,75 @@ def test_every_panel_reads_only_reporting_views() -> None:
     }
     assert sources, "no FROM found"
     assert all(s.startswith("reporting.") or s == "cr" for s in sources), sources
+
+
+def test_regulator_sees_a_refused_message_without_its_payload(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, rows = _run(reader, _panel_sql("fleet-health", "Dead letters (rejected messages)"), _all())
+        columns = [
+            c.name for c in reader.execute("SELECT * FROM reporting.dead_letters LIMIT 0").description or []
+        ]
+    assert [r[3] for r in rows] == ["bad-senml"]
+    assert "payload" not in columns and "detail" not in columns
+    assert "s3cret" not in repr(rows)
+
+
+def test_open_cold_chain_alerts_come_from_the_cold_chain_domain_and_fire_the_grafana_rule(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, rows = _run(reader, _panel_sql("cold-chain", "Open alerts by severity and cooperative"), _all())
+        results = {
+            title: reader.execute(q).fetchall()
+            for title, q in provisioning.sql_of_alert_rules(provisioning.alert_rules())
+        }
+    # The mango room's 2 h above 13 °C breaks the profile's "warm" rule (a warning after 1 h).
+    assert [(r[0], r[1], r[2]) for r in rows] == [(seeded["coops"][0]["name"], "warning", 1)]
+    open_alerts = next(v for k, v in results.items() if "Open cold-chain alerts" in k)
+    assert [(r[0], r[2]) for r in open_alerts] == [("warning", 1.0)]
+
+
+def test_certification_overview_counts_valid_certificates_and_batches_missing_their_compliance_certificate(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, valid = _run(reader, _panel_sql("certification", "Valid certificates by type"), _all())
+        _, expiring = _run(
+            reader, _panel_sql("certification", "Certificates expiring in 30 / 60 / 90 days"), _all()
+        )
+        _, missing = _run(
+            reader, _panel_sql("certification", "Batches without a valid 承诺达标合格证"), _all()
+        )
+        _, recalled = _run(reader, _panel_sql("certification", "Recalled batches"), _all())
+    assert {r[0] for r in valid} == {"compliance", "gi", "green", "organic"}
+    # The organic certificate runs out in 20 days, the green-food one in 45.
+    assert {r[0]: (r[1], r[2], r[3]) for r in expiring} == {"organic": (1, 1, 1), "green": (0, 1, 1)}
+    batches = seeded["batches"]
+    assert sorted(r[0] for r in missing) == sorted([batches["mango_2"]["id"], batches["tea"]["id"]])
+    assert [r[4] for r in recalled] == [batches["mango_2"]["id"]]
+
+
+def test_a_code_scanned_from_many_networks_is_flagged_on_the_consumer_scans_board(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, flagged = _run(
+            reader, _panel_sql("consumer-scans", "Codes flagged as possibly counterfeit"), _all()
+        )
+        _, networks = _run(reader, _panel_sql("consumer-scans", "Where scans come from (networks)"), _all())
+    assert [r[0] for r in flagged] == [seeded["codes"][0]]
+    assert flagged[0][4] > 5 and "networks" in flagged[0][7]
+    # Networks are short hashes, never addresses.
+    assert all(len(r[0]) == 6 and "." not in r[0] for r in networks)
+
+
+def test_mkt_per_shipment_covers_only_the_batchs_time_in_the_cold_room(
+    seeded: dict[str, Any], reader_url: str
+) -> None:
+    with psycopg.connect(reader_url, autocommit=True) as reader:
+        _, rows = _run(reader, _panel_sql("cold-chain", "Mean kinetic temperature per shipment"), _all())
+    assert [(r[0], r[3]) for r in rows] == [(seeded["batches"]["mango"]["lot"], "coldroom-mango/temp")]
+    # Two days at 20-minute steps; warmer than the room's 12 °C because of the 15 °C spell.
+    assert rows[0][8] == 144 and 12.0 < rows[0][6] < 15.0 and rows[0][7] == 15.0
