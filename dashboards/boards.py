@@ -40,6 +40,15 @@ def product_filter(column: str) -> str:
     return f"({PRODUCT_ALL} IN ($product) OR {column} IN ($product))"
 
 
+# Panels over a time range read the 15-minute rollup (dashboards/rollup.py), not raw readings:
+# a week is ~700 buckets per channel instead of every reading. A bucket is taken when it overlaps
+# the range, and a panel's interval is never finer than the rollup's 15 minutes.
+ROLLUP_RANGE = "r.bucket > $__timeFrom()::timestamptz - interval '15 minutes' AND r.bucket <= $__timeTo()"
+ROLLUP_GROUP = (
+    "time_bucket(greatest($__interval_ms * interval '1 millisecond', interval '15 minutes'), r.bucket)"
+)
+
+
 def cooperative_variable() -> dash.QueryVariable:
     return (
         dash.QueryVariable("cooperative")
@@ -171,10 +180,14 @@ def fleet_health() -> dash.Dashboard:
         .with_panel(
             ts_panel(
                 "Ingest rate per cooperative",
-                f"""SELECT $__timeGroupAlias(r.time, $__interval), c.cooperative AS metric,
-                           count(*) / ($__interval_ms / 1000.0) AS readings_per_s
-                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
-                     WHERE $__timeFilter(r.time) AND {coop_c}
+                f"""SELECT x.time, c.cooperative AS metric,
+                           sum(x.n) / (greatest($__interval_ms, 900000) / 1000.0) AS readings_per_s
+                      FROM (SELECT {ROLLUP_GROUP} AS time, r.channel_id, sum(r.n) AS n
+                              FROM reporting.readings_15m r
+                             WHERE {ROLLUP_RANGE}
+                             GROUP BY 1, 2) x
+                      JOIN reporting.channels c USING (channel_id)
+                     WHERE {coop_c}
                      GROUP BY 1, 2 ORDER BY 1""",
                 unit="reqps",
                 description="Readings per second by reading time (late, stored-and-forwarded readings count when they were measured).",
@@ -225,10 +238,10 @@ def _farm_series(title: str, quantity: str, unit: str) -> timeseries.Panel:
     return ts_panel(
         title,
         f"""SELECT x.time, c.cooperative || ' / ' || c.plot AS metric, sum(x.total) / sum(x.n) AS value
-              FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id,
-                           sum(r.value) AS total, count(*) AS n
-                      FROM reporting.readings r
-                     WHERE $__timeFilter(r.time) AND r.channel_id IN (
+              FROM (SELECT {ROLLUP_GROUP} AS time, r.channel_id,
+                           sum(r.total) AS total, sum(r.n) AS n
+                      FROM reporting.readings_15m r
+                     WHERE {ROLLUP_RANGE} AND r.channel_id IN (
                            SELECT c.channel_id FROM reporting.channels c
                             WHERE c.setting = 'farm' AND c.quantity = '{quantity}'
                               AND {coop_filter("c.cooperative_id")} AND {product_filter("c.product")})
@@ -280,26 +293,33 @@ def farm_environment() -> dash.Dashboard:
 
 # Aggregation is per channel id first and names are joined last: grouping hundreds of thousands of
 # readings by integer is cheaper than by text columns.
-# Cold-room and truck temperature readings with their product's band, and how long each reading
-# stands for (until the next one, or the end of the range for the newest; capped at one hour so a
-# gateway's offline gap is not counted as time out of band).
+# Cold-room and truck temperature channels per rollup bucket: seconds out of their product's band
+# (each reading stands until the next one, at most one hour, so a gateway's offline gap is not
+# counted) and the worst deviations. A channel's newest reading stands until the end of the range
+# (or now); the rollup cannot know that, so it is added from the channel's latest value.
 _COLD_READINGS = """
 WITH cr AS (
-    SELECT r.channel_id, r.time, r.value, b.temp_min, b.temp_max,
-           least(extract(epoch FROM coalesce(lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time),
-                                             least($__timeTo()::timestamptz, now())) - r.time),
-                 3600) AS seconds,
-           (r.value > b.temp_max OR r.value < b.temp_min) AS out_of_band
-      FROM reporting.readings r
-      JOIN reporting.channels c USING (channel_id)
-      JOIN reporting.product_bands b USING (product)
-     WHERE $__timeFilter(r.time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
+    SELECT r.channel_id, r.bucket AS time, r.seconds_out, r.max_value, r.min_value, r.max_above, r.max_below
+      FROM reporting.readings_15m r
+     WHERE {rollup_range} AND r.channel_id IN (
+           SELECT c.channel_id FROM reporting.channels c
+            WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature' AND {coop} AND {product})
+    UNION ALL
+    SELECT c.channel_id, c.last_time,
+           CASE WHEN c.last_value > b.temp_max OR c.last_value < b.temp_min
+                THEN least(extract(epoch FROM least($__timeTo()::timestamptz, now()) - c.last_time), 3600)
+                ELSE 0 END,
+           c.last_value, c.last_value, c.last_value - b.temp_max, b.temp_min - c.last_value
+      FROM reporting.channels c JOIN reporting.product_bands b USING (product)
+     WHERE $__timeFilter(c.last_time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
        AND {coop} AND {product}
 )"""
 
 
 def _cold(sql: str) -> str:
-    head = _COLD_READINGS.format(coop=coop_filter("c.cooperative_id"), product=product_filter("c.product"))
+    head = _COLD_READINGS.format(
+        rollup_range=ROLLUP_RANGE, coop=coop_filter("c.cooperative_id"), product=product_filter("c.product")
+    )
     return head + "\n" + sql
 
 
@@ -376,9 +396,9 @@ def cold_chain() -> dash.Dashboard:
             ts_panel(
                 "Cold-chain temperature",
                 f"""SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.temperature_c
-                      FROM (SELECT $__timeGroupAlias(r.time, $__interval), r.channel_id, avg(r.value) AS temperature_c
-                              FROM reporting.readings r
-                             WHERE $__timeFilter(r.time) AND r.channel_id IN (
+                      FROM (SELECT {ROLLUP_GROUP} AS time, r.channel_id, sum(r.total) / sum(r.n) AS temperature_c
+                              FROM reporting.readings_15m r
+                             WHERE {ROLLUP_RANGE} AND r.channel_id IN (
                                    SELECT c.channel_id FROM reporting.channels c
                                     WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
                                       AND {coop_c} AND {prod_c})
@@ -394,7 +414,7 @@ def cold_chain() -> dash.Dashboard:
                 _cold(
                     """SELECT x.time, c.gateway_id || ' ' || c.channel AS metric, x.hours_out_of_band
                          FROM (SELECT time_bucket('1 day', time, TIMESTAMPTZ '2000-01-01 00:00+08') AS time, channel_id,
-                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band
+                                      sum(seconds_out) / 3600.0 AS hours_out_of_band
                                  FROM cr GROUP BY 1, 2) x
                          JOIN reporting.channels c USING (channel_id)
                         ORDER BY 1"""
@@ -412,10 +432,11 @@ def cold_chain() -> dash.Dashboard:
                     """SELECT c.cooperative, c.gateway_id, c.channel, c.product, x.hours_out_of_band,
                               x.warmest_c, x.coldest_c, x.worst_deviation_c
                          FROM (SELECT channel_id,
-                                      coalesce(sum(seconds) FILTER (WHERE out_of_band), 0) / 3600.0 AS hours_out_of_band,
-                                      max(value) AS warmest_c, min(value) AS coldest_c,
-                                      greatest(max(value - temp_max), max(temp_min - value)) AS worst_deviation_c
-                                 FROM cr GROUP BY channel_id HAVING bool_or(out_of_band)) x
+                                      sum(seconds_out) / 3600.0 AS hours_out_of_band,
+                                      max(max_value) AS warmest_c, min(min_value) AS coldest_c,
+                                      greatest(max(max_above), max(max_below)) AS worst_deviation_c
+                                 FROM cr GROUP BY channel_id
+                               HAVING greatest(max(max_above), max(max_below)) > 0) x
                          JOIN reporting.channels c USING (channel_id)
                         ORDER BY x.worst_deviation_c DESC NULLS LAST LIMIT 20"""
                 ),
@@ -435,12 +456,15 @@ def cold_chain() -> dash.Dashboard:
             table_panel(
                 "Mean kinetic temperature",
                 f"""SELECT c.cooperative, c.gateway_id, c.channel, c.product,
-                           10000.0 / -ln(avg(exp(-10000.0 / nullif(r.value + 273.15, 0)))) - 273.15 AS mkt_c,
-                           avg(r.value) AS mean_c, count(*) AS readings
-                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
-                     WHERE $__timeFilter(r.time) AND c.setting = 'cold_chain' AND c.quantity = 'temperature'
-                       AND {coop_c} AND {prod_c}
-                     GROUP BY c.cooperative, c.gateway_id, c.channel, c.product
+                           10000.0 / -ln(x.mk / x.n) - 273.15 AS mkt_c, x.total / x.n AS mean_c, x.n AS readings
+                      FROM (SELECT r.channel_id, sum(r.mk) AS mk, sum(r.total) AS total, sum(r.n) AS n
+                              FROM reporting.readings_15m r
+                             WHERE {ROLLUP_RANGE} AND r.channel_id IN (
+                                   SELECT c.channel_id FROM reporting.channels c
+                                    WHERE c.setting = 'cold_chain' AND c.quantity = 'temperature'
+                                      AND {coop_c} AND {prod_c})
+                             GROUP BY r.channel_id) x
+                      JOIN reporting.channels c USING (channel_id)
                      ORDER BY mkt_c DESC""",
                 ["cooperative", "gateway_id", "channel", "product", "mkt_c", "mean_c", "readings"],
                 description="MKT over the time range per cold room or truck (ΔH/R = 10,000 K).",

@@ -24,7 +24,7 @@ from psycopg.postgres import types as pg_types
 
 from agritrace import db
 from agritrace.coldchain import evaluator, profiles
-from agritrace.dashboards import boards, provisioning, queries, service
+from agritrace.dashboards import boards, provisioning, queries, rollup, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import service as trace_service
@@ -90,12 +90,13 @@ def seed(conn: db.Conn) -> dict[str, Any]:
         ch = factories.channel(conn, gateway_id=gw, name=name, unit=unit)
         points = [(START + i * step, float(value(i))) for i in range(504)]
         factories.readings(conn, channel_id=ch["id"], points=points)
+        # What the ingest worker does with a batch: the latest value, and the rollup's mark.
         conn.execute(
-            "UPDATE channels SET last_time = %s, last_value = %s WHERE id = %s",
-            (points[-1][0], points[-1][1], ch["id"]),
+            "UPDATE channels SET last_time = %s, last_value = %s, rollup_from = least(rollup_from, %s) WHERE id = %s",
+            (points[-1][0], points[-1][1], points[0][0], ch["id"]),
         )
         channels[name] = ch
-    return {
+    seeded = {
         "coops": [coop_a, coop_b],
         "channels": channels,
         "step": step,
@@ -103,6 +104,8 @@ def seed(conn: db.Conn) -> dict[str, Any]:
         **_seed_trace(conn, coop_a, coop_b, channels),
         "dead_letters": _seed_dead_letters(conn, gw_farm["id"]),
     }
+    assert rollup.run_once(conn) == len(specs)
+    return seeded
 
 
 def _seed_cold_chain(conn: db.Conn, gateway_id: str, channels: dict[str, Any]) -> dict[str, Any]:
