@@ -165,9 +165,10 @@ def fleet_health() -> dash.Dashboard:
         .with_panel(
             stat_panel(
                 "Readings in range",
-                f"""SELECT count(*)::float8 AS readings
-                      FROM reporting.readings r JOIN reporting.channels c USING (channel_id)
-                     WHERE $__timeFilter(r.time) AND {coop_c}""",
+                f"""SELECT coalesce(sum(r.n), 0)::float8 AS readings
+                      FROM reporting.readings_15m r JOIN reporting.channels c USING (channel_id)
+                     WHERE {ROLLUP_RANGE} AND {coop_c}""",
+                description="From the 15-minute rollup: the buckets at the range's edges count whole.",
             )
         )
         .with_panel(
