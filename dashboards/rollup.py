@@ -66,6 +66,9 @@ def run_once(conn: Conn) -> int:
         ).rowcount
         if not claimed:
             return 0
+        # A temp table has no statistics: without them the planner scans every reading instead of
+        # the few recent ones per claimed channel.
+        conn.execute("ANALYZE rollup_starts")
         conn.execute(
             """DELETE FROM readings_15m m USING rollup_starts s
                 WHERE m.channel_id = s.channel_id AND m.bucket >= s.b0"""
