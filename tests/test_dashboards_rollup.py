@@ -79,3 +79,17 @@ def test_editing_a_profiles_band_re_rolls_the_time_out_of_band(conn: db.Conn) ->
     profiles.update_profile(conn, name="mango", changes={"temp_high": 12.0})
     assert rollup.run_once(conn) >= 1
     assert sum(b["seconds_out"] for b in _buckets(conn, ch["id"])) == 3600.0
+
+
+def test_the_rollup_mark_written_with_every_batch_adds_nothing_to_the_audit_trail(conn: db.Conn) -> None:
+    ch = _cold_room(conn)
+
+    def entries() -> int:
+        row = conn.execute("SELECT count(*) AS n FROM audit_log WHERE table_name = 'channels'").fetchone()
+        assert row is not None
+        return int(row["n"])
+
+    before = entries()
+    _ingest(conn, ch["id"], [(T0, 11.0)])
+    rollup.run_once(conn)
+    assert entries() == before

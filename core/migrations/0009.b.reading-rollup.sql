@@ -1,3 +1,4 @@
+-- depends: 0009.reporting-domains
 -- A 15-minute rollup of readings per channel for the dashboards, maintained by
 -- `agritrace dashboards rollup` (dashboards/rollup.py). Continuous aggregates would do this but
 -- are not in TimescaleDB's Apache build, so the job re-aggregates exactly the buckets that changed.
@@ -59,5 +60,5 @@ CREATE TRIGGER readings_rollup_profile_band AFTER INSERT OR DELETE OR UPDATE OF 
 CREATE TRIGGER readings_rollup_channel_profile AFTER INSERT OR UPDATE OR DELETE ON coldchain_channel_profiles
     FOR EACH ROW EXECUTE FUNCTION readings_rollup_band_changed();
 
--- Channels with readings already: rolled in full on the first run.
-UPDATE channels SET rollup_from = '-infinity' WHERE last_time IS NOT NULL;
+-- Channels with readings already are marked for a full first roll in 0009.c, once the mark is
+-- left out of the channels audit record.

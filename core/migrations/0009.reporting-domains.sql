@@ -1,3 +1,4 @@
+-- depends: 0003.devices-ingest 0004.coldchain 0005.trace 0006.reporting
 -- Reporting views over the merged domains (cold chain, ingest, trace) for the dashboards and the
 -- Grafana alert rules. Created by the migration role in schema `reporting`, so the default
 -- privileges of 0006 grant SELECT to `agritrace_grafana`; the grant below repeats it for a
