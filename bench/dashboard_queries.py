@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from agritrace import db
-from agritrace.dashboards import boards, provisioning, service
+from agritrace.dashboards import boards, provisioning, rollup, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
 from agritrace.settings import get_settings
 
@@ -78,6 +78,8 @@ def seed(conn: db.Conn, *, readings: int, channels: int, start: datetime, end: d
             for j, ch in enumerate(ids):
                 # Mostly in band, with an excursion now and then so excursion panels have work.
                 copy.write_row((t, ch, 11.5 + ((k + j) % 97 == 0) * 4.0 + (j % 3)))
+    # What the ingest worker does: mark where the dashboards' rollup must re-aggregate from.
+    conn.execute("UPDATE channels SET rollup_from = %s", (start,))
     conn.commit()
 
 
@@ -106,11 +108,27 @@ def main() -> None:
         with db.connect(url) as conn:
             seed(conn, readings=args.readings, channels=args.channels, start=start, end=end)
         load_s = time.perf_counter() - t0
+        with db.connect(url, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            rolled = rollup.run_once(conn)
+            full_rollup_s = time.perf_counter() - t0
+            # An incremental run as the job makes it every minute: one new reading per channel.
+            conn.execute(
+                """INSERT INTO readings (time, channel_id, value) SELECT %s, id, 12.0 FROM channels""", (end,)
+            )
+            conn.execute("UPDATE channels SET rollup_from = %s", (end,))
+            t0 = time.perf_counter()
+            rollup.run_once(conn)
+            step_rollup_s = time.perf_counter() - t0
         password = secrets.token_urlsafe(16)
         with db.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
             service.create_reader(conn, name=reader_name, password=password)
         print(f"loaded {args.readings:,} readings on {args.channels} channels in {load_s:.1f} s")
+        print(
+            f"rollup: {rolled} channels in full in {full_rollup_s:.1f} s; "
+            f"incremental run (one new reading per channel) {step_rollup_s * 1000:.0f} ms"
+        )
 
         variables = {
             "cooperative": Variable(all_value=boards.COOP_ALL),

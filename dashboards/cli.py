@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from agritrace.dashboards import provisioning, service
+from agritrace.dashboards import provisioning, rollup, service
 from agritrace.dashboards import push as push_service
 from agritrace.db import connect
 
@@ -55,3 +55,13 @@ def reader(
         service.create_reader(conn, name=name, password=password)
     if generated:
         typer.echo(password)
+
+
+@dashboards_app.command("rollup")
+def rollup_command(
+    every: float = typer.Option(60.0, min=1.0, help="Seconds between runs."),
+    once: bool = typer.Option(False, "--once", help="Run once and exit (e.g. from cron)."),
+) -> None:
+    """Keeps the 15-minute readings rollup the dashboards read up to date (re-rolls changed buckets)."""
+    with connect(autocommit=True) as conn:
+        rollup.run(conn, every=every, once=once)

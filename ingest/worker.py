@@ -366,19 +366,31 @@ class Worker:
     def _update_latest(conn: db.Conn, rows: list[tuple[datetime, int, float]]) -> None:
         """Keeps each channel's latest value by timestamp (not arrival), and when it was last written."""
         newest: dict[int, tuple[datetime, float]] = {}
+        oldest: dict[int, datetime] = {}
         for t, cid, v in rows:
             seen = newest.get(cid)
             if seen is None or t > seen[0]:
                 newest[cid] = (t, v)
+            if cid not in oldest or t < oldest[cid]:
+                oldest[cid] = t
         ordered = sorted(newest.items())  # a fixed lock order keeps two workers from deadlocking
+        # rollup_from: the oldest time written since the dashboards' rollup job last ran (late
+        # readings included), so it re-aggregates exactly the buckets that changed.
         conn.execute(
             """UPDATE channels c SET
                    last_value = CASE WHEN c.last_time IS NULL OR u.time > c.last_time THEN u.value ELSE c.last_value END,
                    last_time = greatest(c.last_time, u.time),
-                   last_ingested_at = now()
-                 FROM unnest(%s::int[], %s::timestamptz[], %s::float8[]) AS u(id, time, value)
+                   last_ingested_at = now(),
+                   rollup_from = least(c.rollup_from, u.oldest)
+                 FROM unnest(%s::int[], %s::timestamptz[], %s::float8[], %s::timestamptz[])
+                      AS u(id, time, value, oldest)
                 WHERE c.id = u.id""",
-            ([cid for cid, _ in ordered], [tv[0] for _, tv in ordered], [tv[1] for _, tv in ordered]),
+            (
+                [cid for cid, _ in ordered],
+                [tv[0] for _, tv in ordered],
+                [tv[1] for _, tv in ordered],
+                [oldest[cid] for cid, _ in ordered],
+            ),
         )
 
 

@@ -275,6 +275,9 @@ def test_duplicates_are_stored_once_and_latest_is_by_timestamp_not_arrival(
         )
         == 1
     )
+    # The dashboards' rollup is told to re-aggregate from the older, late reading.
+    late = f"SELECT count(*) FROM channels WHERE name = 'truck/temp' AND rollup_from < to_timestamp({now - 300:.0f})"
+    assert count(database, late) == 1
 
 
 def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason_and_good_ones_around_it_are_stored(

@@ -55,6 +55,22 @@ def test_grafana_reader_is_refused_on_every_non_reporting_table(
     relations = _relations(conn, reporting=False)
     names = {f"{s}.{r}" for s, r in relations}
     assert {"public.api_tokens", "public.readings", "public.gateways"} <= names
+    # The domains' tables behind the reporting views are refused too.
+    assert {
+        "public.alerts",
+        "public.coldchain_profiles",
+        "public.coldchain_webhooks",
+        "public.dead_letters",
+        "public.batches",
+        "public.certificates",
+        "public.compliance_certificates",
+        "public.inspections",
+        "public.batch_recalls",
+        "public.batch_custody",
+        "public.codes",
+        "public.code_scans",
+        "public.audit_log",
+    } <= names
     assert any(s == "_timescaledb_internal" for s, _ in relations), "expected a chunk of readings"
     with psycopg.connect(reader[1], autocommit=True) as ro:
         readable = []

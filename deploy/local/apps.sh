@@ -51,6 +51,7 @@ apps() {
   echo api
   for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
   echo alerts
+  echo rollup
   [ "$SIMULATOR" = 1 ] && echo simulator
   return 0
 }
@@ -63,6 +64,8 @@ case "${1:-}" in
       case "$name" in
         ingest-*) start_one "$name" "$BIN/agritrace" ingest run --worker-id "${name#ingest-}" ;;
         alerts) start_one alerts "$BIN/agritrace" alerts run ;;
+        # The 15-minute readings rollup the dashboards read.
+        rollup) start_one rollup "$BIN/agritrace" dashboards rollup --every 60 ;;
         # Demo gateways (credentials in $STATE/simulator-gateways.json, mode 600) at a gentle rate.
         simulator) AGRITRACE_STATE_DIR="$STATE" start_one simulator "$BIN/agritrace" simulate --demo --interval 10 ;;
       esac
