@@ -13,13 +13,21 @@ from paho.mqtt.properties import Properties
 from agritrace.settings import Settings
 
 
-def new_client(client_id: str, *, username: str, password: str, manual_ack: bool = False) -> mqtt.Client:
-    """Builds an MQTT 5 client with automatic reconnects."""
+def new_client(
+    client_id: str,
+    *,
+    username: str,
+    password: str,
+    manual_ack: bool = False,
+    reconnect_delay: tuple[float, float] = (1, 10),
+) -> mqtt.Client:
+    """Builds an MQTT 5 client with automatic reconnects (first retry after the lower delay,
+    doubling up to the upper one)."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
     )
     client.username_pw_set(username, password)
-    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    client.reconnect_delay_set(min_delay=reconnect_delay[0], max_delay=reconnect_delay[1])  # type: ignore[arg-type]
     return client
 
 

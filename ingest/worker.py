@@ -96,6 +96,11 @@ class Worker:
             username=settings.mqtt_ingest_username,
             password=settings.mqtt_ingest_password.get_secret_value(),
             manual_ack=True,
+            # Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after a
+            # broker restart, what gateways publish before a worker has subscribed again is dropped.
+            # Retrying every 0.1-0.5 s puts the workers back well before gateways with the usual >= 1 s
+            # back-off (docs/reliability.md).
+            reconnect_delay=(0.1, 0.5),
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
