@@ -1,3 +1,4 @@
+-- depends: 0001.foundation 0005.trace
 -- Found by the bad-input corpus (tests/corpus/): values the API accepted and stored, that no real
 -- cooperative or batch has. Checked in the database so the API, the CLI and the demo all refuse them
 -- (a check violation is a 422 problem). NOT VALID: rows already stored are left alone.
