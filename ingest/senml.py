@@ -69,7 +69,10 @@ def _number(record: dict[str, Any], label: str, default: float) -> float:
     value = record.get(label, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SenMLError("wrong-type", f"{label!r} must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer of hundreds of digits: no double holds it
+        number = math.inf
     if not math.isfinite(number):
         raise SenMLError("not-finite", f"{label!r} is not a finite number")
     return number
@@ -92,7 +95,9 @@ def parse_pack(payload: bytes, *, now: float, limits: Limits = Limits()) -> tupl
     if len(payload) > limits.max_bytes:
         raise SenMLError("oversize", f"{len(payload)} bytes, at most {limits.max_bytes}")
     try:
-        pack = json.loads(payload, parse_constant=_finite_constant)
+        # Decoded here, strictly: json.loads(bytes) would also take UTF-16/32 and a UTF-8 BOM, which
+        # JSON on the wire (RFC 8259 section 8.1) and so SenML does not allow.
+        pack = json.loads(payload.decode("utf-8"), parse_constant=_finite_constant)
     except SenMLError:
         raise
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError

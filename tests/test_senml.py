@@ -138,3 +138,18 @@ def test_a_status_payload_is_online_offline_or_a_reasoned_refusal(payload: bytes
 )
 def test_birth_and_will_payloads_a_gateway_may_send(payload: bytes, online: bool) -> None:
     assert parse_status(payload) is online
+
+
+def test_a_pack_in_utf16_or_with_a_byte_order_mark_is_not_json() -> None:
+    pack = '[{"n": "temp", "v": 1}]'
+    for payload in (pack.encode("utf-16"), pack.encode("utf-8-sig"), pack.encode("utf-32")):
+        with pytest.raises(SenMLError) as err:
+            parse_pack(payload, now=1.8e9)
+        assert err.value.reason == "not-json"
+
+
+def test_an_integer_too_big_for_a_double_is_not_finite_and_does_not_crash_the_worker() -> None:
+    for pack in ('[{"n": "temp", "v": %s}]', '[{"n": "temp", "v": 1, "t": %s}]'):
+        with pytest.raises(SenMLError) as err:
+            parse_pack((pack % ("9" * 400)).encode(), now=1.8e9)
+        assert err.value.reason == "not-finite"
