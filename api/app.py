@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -68,4 +70,8 @@ def create_app() -> FastAPI:
     app.include_router(devices_router.router)
     app.include_router(trace_router.router)
     app.include_router(trace_public.router)
+    # The consumer page's stylesheet: a file, not inline, so the page keeps a strict CSP. Symlinks are
+    # followed because a development (strict editable) install links each package file.
+    static = StaticFiles(directory=str(resources.files("agritrace.trace") / "static"), follow_symlink=True)
+    app.mount("/static", static, name="static")
     return app

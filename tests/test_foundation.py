@@ -127,6 +127,7 @@ def test_built_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> No
     wheel = next((tmp_path / "dist").glob("agritrace-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "agritrace/migrations/0001.foundation.sql" in names
+    assert "agritrace/trace/static/trace.css" in names and "agritrace/trace/templates/trace.html" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(

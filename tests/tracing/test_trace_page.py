@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -219,3 +220,22 @@ def test_digital_link_with_a_wrong_lot_is_not_genuine(client: TestClient, mango_
     forged = trace_codes.new_serial()  # the right shape, never issued
     assert client.get(f"/t/{forged}").status_code == 404
     assert client.get(f"/01/{gtin}/10/{mango_lot['child']['lot']}/21/{forged}").status_code == 404
+
+
+def test_page_is_styled_under_its_own_content_security_policy(
+    client: TestClient, mango_lot: dict[str, Any]
+) -> None:
+    # The CSP allows styles and scripts only from this origin: an inline <style> or script would
+    # be dropped by the browser and a consumer would see a bare page.
+    resp = client.get(urlsplit(mango_lot["url"]).path)
+    csp = resp.headers["content-security-policy"]
+    assert "style-src 'self'" in csp and "unsafe-inline" not in csp
+    html = resp.text
+    assert "<style" not in html and "<script" not in html and " style=" not in html
+    sheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
+    assert sheets, "the page links its stylesheet"
+    for href in sheets:
+        assert href.startswith("/"), href  # same origin
+        css = client.get(href)
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        assert "body{" in css.text
