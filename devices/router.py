@@ -25,8 +25,10 @@ def get_dynsec(request: Request) -> DynamicSecurity:
     """The API process's dynamic-security session, on its one admin broker connection."""
     with _dynsec_lock:
         dynsec = getattr(request.app.state, "dynsec", None)
-        if dynsec is None:
-            client = request.app.state.broker
+        client = request.app.state.broker
+        # A restarted lifespan (tests run several in one process) brings a new broker session: a
+        # session bound to the old, disconnected one would never hear the broker's answers.
+        if dynsec is None or dynsec.client is not client:
             # The API connects to the broker in the background at start-up; give it a moment.
             deadline = time.monotonic() + 5
             while not client.is_connected() and time.monotonic() < deadline:
@@ -52,7 +54,7 @@ def _credentials(gateway_id: str, password: str) -> schemas.GatewayCredentials:
     "/gateways",
     status_code=201,
     response_model=schemas.GatewayCredentials,
-    responses=problems.responses(409),
+    responses=problems.responses(400, 409),
 )
 def create_gateway(
     body: schemas.GatewayCreate, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
@@ -155,7 +157,9 @@ def get_channel(channel_id: ChannelId, conn: ConnDep, scope: ScopeDep) -> dict[s
     return service.get_channel(conn, channel_id=channel_id, cooperative_id=scope.cooperative_id)
 
 
-@router.patch("/channels/{channel_id}", response_model=schemas.Channel, responses=problems.responses(404))
+@router.patch(
+    "/channels/{channel_id}", response_model=schemas.Channel, responses=problems.responses(400, 404)
+)
 def describe_channel(
     channel_id: ChannelId, body: schemas.ChannelDescribe, conn: ConnDep, _w: Writer, scope: ScopeDep
 ) -> dict[str, object]:

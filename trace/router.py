@@ -67,7 +67,7 @@ def _example(
     "/batches",
     status_code=status.HTTP_201_CREATED,
     summary="Register a batch",
-    responses=_example({"batch_id": 42, **_BATCH}, 409, status_code=201),
+    responses=_example({"batch_id": 42, **_BATCH}, 409, 400, status_code=201),
 )
 def create_batch(body: schemas.BatchIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     if scope.cooperative_id is not None:
@@ -128,7 +128,7 @@ def lineage(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]
     status_code=201,
     summary="Pack a batch into lots",
     responses=_example(
-        {"items": [{**_BATCH, "id": 43, "lot": "MG260501-7K2Q-1"}]}, 404, 409, status_code=201
+        {"items": [{**_BATCH, "id": 43, "lot": "MG260501-7K2Q-1"}]}, 404, 409, 400, status_code=201
     ),
 )
 def split(
@@ -146,7 +146,7 @@ def split(
     "/batches/merge",
     status_code=201,
     summary="Mix batches into a new lot",
-    responses=_example({**_BATCH, "id": 44, "lot": "MG260502-MIX1"}, 404, 409, status_code=201),
+    responses=_example({**_BATCH, "id": 44, "lot": "MG260502-MIX1"}, 404, 409, 400, status_code=201),
 )
 def merge(body: schemas.MergeIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     return trace_service.merge_batches(
@@ -171,6 +171,7 @@ def merge(body: schemas.MergeIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> 
             "documents": [],
         },
         404,
+        400,
         status_code=201,
     ),
 )
@@ -211,6 +212,7 @@ def export_epcis(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
         {"id": 3, "batch_id": 42, "channel_id": 12, "started_at": "2026-05-01T10:00:00Z", "ended_at": None},
         404,
         409,
+        400,
         status_code=201,
     ),
 )
@@ -226,7 +228,7 @@ def add_custody(
     "/batches/{batch_id}/certificates",
     status_code=201,
     summary="Attach a 三品一标 certificate to a batch",
-    responses=_example(_CERTIFICATE, 404, 409, status_code=201),
+    responses=_example(_CERTIFICATE, 404, 409, 400, status_code=201),
 )
 def add_batch_certificate(
     batch_id: BatchId, body: schemas.CertificateIn, conn: ConnDep, _w: Writer, scope: ScopeDep
@@ -240,7 +242,9 @@ def add_batch_certificate(
     "/cooperatives/{cooperative_id}/certificates",
     status_code=201,
     summary="Attach a certificate to a cooperative",
-    responses=_example({**_CERTIFICATE, "cooperative_id": 3, "batch_id": None}, 404, 409, status_code=201),
+    responses=_example(
+        {**_CERTIFICATE, "cooperative_id": 3, "batch_id": None}, 404, 409, 400, status_code=201
+    ),
 )
 def add_cooperative_certificate(
     cooperative_id: Annotated[int, Path(ge=1, le=2**63 - 1, examples=[3])],
@@ -285,6 +289,7 @@ def batch_certificates(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> dic
             "contact": "0776-1234567",
         },
         404,
+        400,
     ),
 )
 def set_compliance(
@@ -311,6 +316,7 @@ def set_compliance(
             "details": None,
         },
         404,
+        400,
         status_code=201,
     ),
 )
@@ -326,7 +332,7 @@ def add_inspection(
     "/batches/{batch_id}/codes",
     status_code=201,
     summary="Issue codes (one per box)",
-    responses=_example([_CODE], 404, status_code=201),
+    responses=_example([_CODE], 404, 400, status_code=201),
 )
 def issue_codes(
     batch_id: BatchId, body: schemas.IssueIn, conn: ConnDep, _w: Writer, scope: ScopeDep
@@ -379,6 +385,7 @@ def label_name(batch: dict[str, Any]) -> str:
             "batches": [42, 43],
         },
         404,
+        400,
         status_code=201,
     ),
 )
