@@ -12,7 +12,8 @@ from agritrace.api import problems
 from agritrace.api.deps import ConnDep, ScopeDep, StaffDep, require
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
-from agritrace.errors import InvalidInput, NotFound
+from agritrace.db import Conn
+from agritrace.errors import Forbidden, InvalidInput, NotFound
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import epcis, schemas
 from agritrace.trace import service as trace_service
@@ -56,6 +57,11 @@ _CODE = {
 }
 
 
+def _cooperative_name(conn: Conn, cooperative_id: int) -> str | None:
+    row = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone()
+    return None if row is None else str(row["name"])
+
+
 def _example(
     example: Any, *problem_statuses: int, status_code: int = 200, media: str = "application/json"
 ) -> dict[int | str, dict[str, Any]]:
@@ -71,8 +77,9 @@ def _example(
 )
 def create_batch(body: schemas.BatchIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     if scope.cooperative_id is not None:
-        if body.cooperative is not None:
-            raise InvalidInput("a cooperative token creates batches for its own cooperative only")
+        # As for gateways: a cooperative may name itself, never another cooperative.
+        if body.cooperative is not None and body.cooperative != _cooperative_name(conn, scope.cooperative_id):
+            raise Forbidden("a cooperative token creates batches for its own cooperative only")
         cooperative_id = scope.cooperative_id
     else:
         if not body.cooperative:
