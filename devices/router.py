@@ -54,7 +54,7 @@ def _credentials(gateway_id: str, password: str) -> schemas.GatewayCredentials:
     "/gateways",
     status_code=201,
     response_model=schemas.GatewayCredentials,
-    responses=problems.responses(400, 409),
+    responses=problems.responses(400, 409, 502),
 )
 def create_gateway(
     body: schemas.GatewayCreate, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
@@ -92,7 +92,7 @@ def get_gateway(gateway_id: GatewayId, conn: ConnDep, scope: ScopeDep) -> dict[s
 
 
 @router.post(
-    "/gateways/{gateway_id}/disable", response_model=schemas.Gateway, responses=problems.responses(404)
+    "/gateways/{gateway_id}/disable", response_model=schemas.Gateway, responses=problems.responses(404, 502)
 )
 def disable_gateway(
     gateway_id: GatewayId, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
@@ -104,7 +104,7 @@ def disable_gateway(
 
 
 @router.post(
-    "/gateways/{gateway_id}/enable", response_model=schemas.Gateway, responses=problems.responses(404)
+    "/gateways/{gateway_id}/enable", response_model=schemas.Gateway, responses=problems.responses(404, 502)
 )
 def enable_gateway(
     gateway_id: GatewayId, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
@@ -118,7 +118,7 @@ def enable_gateway(
 @router.post(
     "/gateways/{gateway_id}/credentials",
     response_model=schemas.GatewayCredentials,
-    responses=problems.responses(404),
+    responses=problems.responses(404, 502),
 )
 def rotate_credentials(
     gateway_id: GatewayId, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
