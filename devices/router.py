@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from agritrace.api import problems
 from agritrace.api.deps import ConnDep, ScopeDep, require
+from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
 from agritrace.devices import schemas, service
 from agritrace.devices.broker import DynamicSecurity
@@ -80,9 +81,15 @@ def create_gateway(
 
 
 @router.get("/gateways", response_model=schemas.GatewayList)
-def list_gateways(conn: ConnDep, scope: ScopeDep) -> dict[str, object]:
-    """The gateways the caller may see."""
-    return {"items": service.list_gateways(conn, cooperative_id=scope.cooperative_id)}
+def list_gateways(
+    conn: ConnDep, scope: ScopeDep, limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None
+) -> dict[str, object]:
+    """The gateways the caller may see, a page at a time (by id)."""
+    after = decode_cursor(cursor, types=(str,))
+    rows = service.list_gateways(
+        conn, cooperative_id=scope.cooperative_id, after=after[0] if after else None, limit=limit + 1
+    )
+    return page(rows, limit=limit, key=lambda r: [r["gateway_id"]])
 
 
 @router.get("/gateways/{gateway_id}", response_model=schemas.Gateway, responses=problems.responses(404))

@@ -114,6 +114,7 @@ class GatewayList(BaseModel):
     )
 
     items: list[Gateway]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
 
 
 class Channel(BaseModel):

@@ -241,3 +241,22 @@ def test_registering_an_id_left_over_in_the_broker_takes_its_client_over(
         "/api/v1/gateways", json={"cooperative": "茶园合作社", "gateway_id": gw}, headers=auth(admin)
     )
     assert again.status_code == 409
+
+
+def test_a_cooperative_pages_through_its_gateways(database: str, client: TestClient) -> None:
+    name = f"coop-{secrets.token_hex(4)}"
+    with db.connect(database, autocommit=True) as conn:
+        coop = conn.execute("INSERT INTO cooperatives (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+        assert coop is not None
+        ids = sorted(f"gw-page-{secrets.token_hex(4)}" for _ in range(3))
+        for gw in ids:
+            conn.execute("INSERT INTO gateways (id, cooperative_id) VALUES (%s, %s)", (gw, coop["id"]))
+        token = tokens.create(conn, role="cooperative", cooperative=name)
+    first = client.get("/api/v1/gateways", params={"limit": 2}, headers=auth(token)).json()
+    assert [g["gateway_id"] for g in first["items"]] == ids[:2] and first["next_cursor"]
+    rest = client.get(
+        "/api/v1/gateways", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth(token)
+    ).json()
+    assert [g["gateway_id"] for g in rest["items"]] == ids[2:] and rest["next_cursor"] is None
+    bad = client.get("/api/v1/gateways", params={"cursor": "not-ours"}, headers=auth(token))
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
