@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -37,7 +38,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pool.open(wait=False)
     # One broker session per API process: health, gateway provisioning, notifications.
     broker = new_client(
-        f"agritrace-api-{os.getpid()}",
+        # Unique per lifespan, not just per process: two sessions with one client id would take
+        # the broker connection from each other in turn (tests run overlapping lifespans).
+        f"agritrace-api-{os.getpid()}-{secrets.token_hex(3)}",
         username=settings.mqtt_admin_username,
         password=settings.mqtt_admin_password.get_secret_value(),
     )

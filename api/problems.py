@@ -67,6 +67,7 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     422: "Invalid input",
     429: "Too many requests (see Retry-After)",
+    502: "The MQTT broker refused or did not answer",
 }
 
 

@@ -51,6 +51,11 @@ class DynamicSecurity:
         if result != mqtt.MQTT_ERR_SUCCESS or not subscribed.wait(timeout):
             raise BrokerError(f"cannot subscribe to {RESPONSE_TOPIC}: {mqtt.error_string(result)}")
 
+    @property
+    def client(self) -> mqtt.Client:
+        """The admin session the commands go over."""
+        return self._client
+
     def _on_response(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Every admin session sees every answer on the response topic: keep only our own.
         responses = json.loads(msg.payload).get("responses", [])
@@ -153,14 +158,24 @@ def provision_gateway(dynsec: DynamicSecurity, gateway_id: str, password: str) -
         },
         tolerate=ALREADY,
     )
-    dynsec.run(
+    (created,) = dynsec.run(
         {
             "command": "createClient",
             "username": gateway_id,
             "password": password,
             "roles": [{"rolename": role}],
-        }
+        },
+        tolerate=ALREADY,
     )
+    if created.get("error"):
+        # The caller has just inserted the gateway's row, so no registered gateway owns this client:
+        # it is left over (a registration rolled back after the broker step, a database restored
+        # from backup). Take it over with the new password, and drop any session using the old one.
+        set_gateway_password(dynsec, gateway_id, password)
+        if role not in client_roles(dynsec, gateway_id):
+            dynsec.run({"command": "addClientRole", "username": gateway_id, "rolename": role})
+        set_gateway_enabled(dynsec, gateway_id, False)
+        set_gateway_enabled(dynsec, gateway_id, True)
 
 
 def set_gateway_password(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:

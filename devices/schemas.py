@@ -11,7 +11,14 @@ AssetKind = Literal["cold_room", "truck", "plot", "garden", "warehouse", "other"
 
 
 class GatewayCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"cooperative": "百色芒果合作社", "gateway_id": "gw-baise-01", "description": "cold room 1"}
+            ]
+        },
+    )
 
     cooperative: str | None = Field(
         default=None,
@@ -33,11 +40,45 @@ class MqttCredentials(BaseModel):
 class GatewayCredentials(BaseModel):
     """Shown once: the broker keeps only a salted hash of the password."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "gateway_id": "gw-baise-01",
+                    "mqtt": {
+                        "host": "mqtt.example.org",
+                        "port": 8883,
+                        "username": "gw-baise-01",
+                        "password": "s3cr3t-shown-once",
+                    },
+                }
+            ]
+        }
+    )
+
     gateway_id: str
     mqtt: MqttCredentials
 
 
 class Gateway(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "gateway_id": "gw-baise-01",
+                    "cooperative": "百色芒果合作社",
+                    "description": "cold room 1",
+                    "created_at": "2026-05-01T08:00:00Z",
+                    "disabled_at": None,
+                    "online": True,
+                    "status_at": "2026-05-01T08:01:00Z",
+                    "last_seen": "2026-05-01T09:00:00Z",
+                    "credentials_issued_at": "2026-05-01T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     gateway_id: str
     cooperative: str
     description: str | None
@@ -50,10 +91,54 @@ class Gateway(BaseModel):
 
 
 class GatewayList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "gateway_id": "gw-baise-01",
+                            "cooperative": "百色芒果合作社",
+                            "description": "cold room 1",
+                            "created_at": "2026-05-01T08:00:00Z",
+                            "disabled_at": None,
+                            "online": True,
+                            "status_at": "2026-05-01T08:01:00Z",
+                            "last_seen": "2026-05-01T09:00:00Z",
+                            "credentials_issued_at": "2026-05-01T08:00:00Z",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     items: list[Gateway]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
 
 
 class Channel(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 12,
+                    "gateway_id": "gw-baise-01",
+                    "name": "coldroom1/temp",
+                    "unit": "Cel",
+                    "quantity": "temperature",
+                    "description": None,
+                    "asset_kind": "cold_room",
+                    "asset_name": "冷库 1",
+                    "first_seen": "2026-05-01T08:05:00Z",
+                    "last_time": "2026-05-01T09:00:00Z",
+                    "last_value": 11.5,
+                    "last_ingested_at": "2026-05-01T09:00:01Z",
+                }
+            ]
+        }
+    )
+
     id: int
     gateway_id: str
     name: str
@@ -69,11 +154,41 @@ class Channel(BaseModel):
 
 
 class ChannelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": 12,
+                            "gateway_id": "gw-baise-01",
+                            "name": "coldroom1/temp",
+                            "unit": "Cel",
+                            "quantity": "temperature",
+                            "description": None,
+                            "asset_kind": "cold_room",
+                            "asset_name": "冷库 1",
+                            "first_seen": "2026-05-01T08:05:00Z",
+                            "last_time": "2026-05-01T09:00:00Z",
+                            "last_value": 11.5,
+                            "last_ingested_at": "2026-05-01T09:00:01Z",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
     items: list[Channel]
 
 
 class ChannelDescribe(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"quantity": "temperature", "asset_kind": "cold_room", "asset_name": "冷库 1"}]
+        },
+    )
 
     description: str | None = Field(default=None, max_length=500)
     quantity: str | None = Field(default=None, max_length=64)
@@ -98,6 +213,19 @@ class Reading(BaseModel):
 
 
 class ReadingPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel_id": 12,
+                    "bucket_seconds": None,
+                    "items": [{"time": "2026-05-01T09:00:00Z", "value": 11.5}],
+                    "next_after": None,
+                }
+            ]
+        }
+    )
+
     channel_id: int
     bucket_seconds: float | None
     items: list[Reading]

@@ -93,12 +93,15 @@ def get_gateway(conn: Conn, *, gateway_id: str, cooperative_id: int | None = Non
     return row
 
 
-def list_gateways(conn: Conn, *, cooperative_id: int | None = None) -> list[dict[str, Any]]:
-    """The gateways the caller may see, by id."""
+def list_gateways(
+    conn: Conn, *, cooperative_id: int | None = None, after: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The gateways the caller may see, by id; keyset pages (ids after `after`) when given a limit."""
     return conn.execute(
         f"""SELECT {GATEWAY_COLUMNS} FROM gateways g JOIN cooperatives c ON c.id = g.cooperative_id
-             WHERE %s::bigint IS NULL OR g.cooperative_id = %s ORDER BY g.id""",  # noqa: S608 - only module constants are interpolated
-        (cooperative_id, cooperative_id),
+             WHERE (%s::bigint IS NULL OR g.cooperative_id = %s) AND (%s::text IS NULL OR g.id > %s)
+             ORDER BY g.id LIMIT %s""",  # noqa: S608 - only module constants are interpolated
+        (cooperative_id, cooperative_id, after, after, limit),
     ).fetchall()
 
 

@@ -217,3 +217,46 @@ def test_a_taken_gateway_id_is_a_conflict_and_an_unknown_one_is_not_found(
     missing = client.get("/api/v1/gateways/gw-nobody/latest", headers=auth(admin))
     assert missing.status_code == 404 and missing.json()["type"].endswith("/gateway-not-found")
     assert client.get("/api/v1/gateways").status_code == 401
+
+
+def test_registering_an_id_left_over_in_the_broker_takes_its_client_over(
+    database: str, client: TestClient, created: list[str]
+) -> None:
+    # A broker client without a gateway row: a registration rolled back after the broker step, or a
+    # database restored from an older backup. Registering the id again must work, with a new password.
+    gw = f"gw-left-{secrets.token_hex(4)}"
+    created.append(gw)
+    old_password = broker.new_password()
+    with broker.admin_session() as dynsec:
+        broker.provision_gateway(dynsec, gw, old_password)
+    with db.connect(database, autocommit=True) as conn:
+        admin = tokens.create(conn, role="admin")
+    made = client.post(
+        "/api/v1/gateways", json={"cooperative": "茶园合作社", "gateway_id": gw}, headers=auth(admin)
+    )
+    assert made.status_code == 201, made.text
+    assert not can_connect(gw, old_password)
+    assert can_connect(gw, made.json()["mqtt"]["password"])
+    again = client.post(
+        "/api/v1/gateways", json={"cooperative": "茶园合作社", "gateway_id": gw}, headers=auth(admin)
+    )
+    assert again.status_code == 409
+
+
+def test_a_cooperative_pages_through_its_gateways(database: str, client: TestClient) -> None:
+    name = f"coop-{secrets.token_hex(4)}"
+    with db.connect(database, autocommit=True) as conn:
+        coop = conn.execute("INSERT INTO cooperatives (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+        assert coop is not None
+        ids = sorted(f"gw-page-{secrets.token_hex(4)}" for _ in range(3))
+        for gw in ids:
+            conn.execute("INSERT INTO gateways (id, cooperative_id) VALUES (%s, %s)", (gw, coop["id"]))
+        token = tokens.create(conn, role="cooperative", cooperative=name)
+    first = client.get("/api/v1/gateways", params={"limit": 2}, headers=auth(token)).json()
+    assert [g["gateway_id"] for g in first["items"]] == ids[:2] and first["next_cursor"]
+    rest = client.get(
+        "/api/v1/gateways", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth(token)
+    ).json()
+    assert [g["gateway_id"] for g in rest["items"]] == ids[2:] and rest["next_cursor"] is None
+    bad = client.get("/api/v1/gateways", params={"cursor": "not-ours"}, headers=auth(token))
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from agritrace.api import problems
 from agritrace.api.deps import ConnDep
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
@@ -25,6 +26,41 @@ _templates = jinja2.Environment(
 )
 # The page changes with every scan (count) and every recall: never cached by a proxy.
 _NO_STORE = {"Cache-Control": "no-store"}
+# No token: anyone holding the box may look (the code itself, 80 random bits, is the capability).
+_PUBLIC: dict[str, Any] = {"security": []}
+_CODE = "K7Q2M9X4T8D3W6RZ"
+_URL = f"https://trace.example.org/01/06901234567892/10/MG260501-7K2Q/21/{_CODE}"
+# The consumer page answers an unknown code with a page of its own (in the shopper's language),
+# not with problem+json; only the rate limit and input validation are problems.
+_HTML_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"example": "<!doctype html><html lang=zh>…百色芒果…</html>"}}},
+    404: {
+        "description": "Not a code we issued (a page saying so)",
+        "content": {"text/html": {"example": "<!doctype html><html lang=zh>…</html>"}},
+    },
+    **problems.responses(422, 429),
+}
+_TRACE_EXAMPLE: dict[str, Any] = {
+    "code": _CODE,
+    "url": _URL,
+    "batch": {"lot": "MG260501-7K2Q", "product": "mango", "product_name": {"zh": "芒果", "en": "Mango"}},
+    "recalled": False,
+    "recalls": [],
+    "certificates": [],
+    "compliance_certificate": None,
+    "journey": [],
+    "cold_chain": {"verdict": "ok"},
+    "inspections": [],
+    "scans": {"count": 1, "first_scan_at": "2026-05-03T12:00:00+08:00", "flagged": False},
+    "warnings": [],
+}
+
+
+def _image(media: str, example: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"content": {media: {"schema": {"type": "string", "format": "binary"}, "example": example}}},
+        **problems.responses(404, 422),
+    }
 
 
 def _scan_view(
@@ -61,7 +97,13 @@ def _page(
 
 # The busiest routes: one hop into the thread pool for the whole view, where a `ConnDep` generator
 # dependency costs two more (measured under load: ~340-390 vs ~320-330 req/s, bench/trace_page.py).
-@router.get("/t/{code}", response_class=HTMLResponse, summary="The consumer page of a product code")
+@router.get(
+    "/t/{code}",
+    response_class=HTMLResponse,
+    summary="The consumer page of a product code",
+    responses=_HTML_RESPONSES,
+    openapi_extra=_PUBLIC,
+)
 async def trace_page(code: str, request: Request, lang: str | None = None) -> HTMLResponse:
     language = i18n.pick(lang) if lang else "zh"
     return await run_in_threadpool(_page, request, code, language)
@@ -71,6 +113,8 @@ async def trace_page(code: str, request: Request, lang: str | None = None) -> HT
     "/01/{gtin}/10/{lot}/21/{serial}",
     response_class=HTMLResponse,
     summary="GS1 Digital Link resolver: the same consumer page",
+    responses=_HTML_RESPONSES,
+    openapi_extra=_PUBLIC,
 )
 async def digital_link_page(
     gtin: str, lot: str, serial: str, request: Request, lang: str | None = None
@@ -79,14 +123,28 @@ async def digital_link_page(
     return await run_in_threadpool(_page, request, serial, language, gtin, lot)
 
 
-@router.get("/api/v1/trace/{code}", summary="The consumer page as JSON")
+@router.get(
+    "/api/v1/trace/{code}",
+    summary="The consumer page as JSON",
+    responses={
+        200: {"content": {"application/json": {"example": _TRACE_EXAMPLE}}},
+        **problems.responses(404, 422, 429),
+    },
+    openapi_extra=_PUBLIC,
+)
 def trace_json(code: str, request: Request, conn: ConnDep) -> JSONResponse:
     view = _scan_view(conn, request, code)
     view.pop("_chart_svg")
     return JSONResponse(view, headers=_NO_STORE)
 
 
-@router.get("/api/v1/codes/{code}/qr.png", response_class=Response, summary="QR image (PNG) of a code's URL")
+@router.get(
+    "/api/v1/codes/{code}/qr.png",
+    response_class=Response,
+    summary="QR image (PNG) of a code's URL",
+    responses=_image("image/png", "\x89PNG…"),
+    openapi_extra=_PUBLIC,
+)
 def qr_png(code: str, conn: ConnDep) -> Response:
     row = trace_codes.resolve(conn, code=code)
     url = trace_codes.code_url(serial=row["serial"], gtin=row["gtin"], lot=row["lot"])
@@ -95,7 +153,13 @@ def qr_png(code: str, conn: ConnDep) -> Response:
     )
 
 
-@router.get("/api/v1/codes/{code}/qr.svg", response_class=Response, summary="QR image (SVG) of a code's URL")
+@router.get(
+    "/api/v1/codes/{code}/qr.svg",
+    response_class=Response,
+    summary="QR image (SVG) of a code's URL",
+    responses=_image("image/svg+xml", '<svg xmlns="http://www.w3.org/2000/svg">…</svg>'),
+    openapi_extra=_PUBLIC,
+)
 def qr_svg(code: str, conn: ConnDep) -> Response:
     row = trace_codes.resolve(conn, code=code)
     url = trace_codes.code_url(serial=row["serial"], gtin=row["gtin"], lot=row["lot"])

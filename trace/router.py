@@ -2,35 +2,85 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, status
 from fastapi.responses import Response
 
-from agritrace.api.deps import ConnDep, PrincipalDep, require
+from agritrace.api import problems
+from agritrace.api.deps import ConnDep, ScopeDep, StaffDep, require
+from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
-from agritrace.errors import Forbidden, InvalidInput
+from agritrace.db import Conn
+from agritrace.errors import Forbidden, InvalidInput, NotFound
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import epcis, schemas
 from agritrace.trace import service as trace_service
 
-router = APIRouter(prefix="/api/v1", tags=["trace"])
-Overseer = Annotated[Principal, require("admin", "regulator")]
+router = APIRouter(prefix="/api/v1", tags=["trace"], responses=problems.AUTH_RESPONSES)
+# Regulators read every batch and recall, but record nothing on a cooperative's behalf.
 Writer = Annotated[Principal, require("admin", "cooperative")]
+BatchId = Annotated[int, Path(ge=1, le=2**63 - 1, examples=[42])]
+
+_BATCH: dict[str, Any] = {
+    "id": 42,
+    "lot": "MG260501-7K2Q",
+    "cooperative_id": 3,
+    "cooperative": "百色芒果合作社",
+    "product": "mango",
+    "variety": "台农一号",
+    "gtin": "06901234567892",
+    "origin_plot": "田东县 林逢镇 3号地",
+    "gi_area": "百色芒果",
+    "latitude": 23.6,
+    "longitude": 107.1,
+    "harvest_date": "2026-05-01",
+    "quantity": 1200,
+    "unit": "kg",
+    "created_at": "2026-05-01T08:00:00Z",
+}
+_CERTIFICATE: dict[str, Any] = {
+    "id": 5,
+    "kind": "green_food",
+    "number": "LB-18-26050123456A",
+    "issuer": "中国绿色食品发展中心",
+    "valid_from": "2026-01-01",
+    "valid_to": "2028-12-31",
+    "scope": None,
+    "cooperative_id": None,
+    "batch_id": 42,
+}
+_CODE = {
+    "code": "K7Q2M9X4T8D3W6RZ",
+    "url": "https://trace.example.org/01/06901234567892/10/MG260501-7K2Q/21/K7Q2M9X4T8D3W6RZ",
+}
 
 
-def _scope(principal: Principal) -> int | None:
-    """A cooperative sees only its own batches; admins and regulators see all."""
-    return principal.cooperative_id if principal.role == "cooperative" else None
+def _cooperative_name(conn: Conn, cooperative_id: int) -> str | None:
+    row = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone()
+    return None if row is None else str(row["name"])
 
 
-@router.post("/batches", status_code=status.HTTP_201_CREATED, summary="Register a batch")
-def create_batch(body: schemas.BatchIn, conn: ConnDep, principal: Writer) -> dict[str, Any]:
-    if principal.role == "cooperative":
-        assert principal.cooperative_id is not None
-        if body.cooperative is not None:
-            raise InvalidInput("a cooperative token creates batches for its own cooperative only")
-        cooperative_id = principal.cooperative_id
+def _example(
+    example: Any, *problem_statuses: int, status_code: int = 200, media: str = "application/json"
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a route: an example of its success and its documented problems."""
+    return {status_code: {"content": {media: {"example": example}}}, **problems.responses(*problem_statuses)}
+
+
+@router.post(
+    "/batches",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a batch",
+    responses=_example({"batch_id": 42, **_BATCH}, 409, 400, status_code=201),
+)
+def create_batch(body: schemas.BatchIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
+    if scope.cooperative_id is not None:
+        # As for gateways: a cooperative may name itself, never another cooperative.
+        if body.cooperative is not None and body.cooperative != _cooperative_name(conn, scope.cooperative_id):
+            raise Forbidden("a cooperative token creates batches for its own cooperative only")
+        cooperative_id = scope.cooperative_id
     else:
         if not body.cooperative:
             raise InvalidInput("cooperative is required")
@@ -41,79 +91,157 @@ def create_batch(body: schemas.BatchIn, conn: ConnDep, principal: Writer) -> dic
     return {"batch_id": batch["id"], **batch}
 
 
-@router.get("/batches", summary="List batches")
+@router.get(
+    "/batches",
+    summary="List batches",
+    responses=_example({"items": [_BATCH], "next_cursor": "WzQyXQ"}),
+)
 def list_batches(
-    conn: ConnDep,
-    principal: PrincipalDep,
-    after_id: Annotated[int, Query(ge=0, description="Keyset paging: the last id of the previous page.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    conn: ConnDep, scope: ScopeDep, limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None
 ) -> dict[str, Any]:
-    items = trace_service.list_batches(conn, cooperative_id=_scope(principal), after_id=after_id, limit=limit)
-    return {"items": items}
+    after = decode_cursor(cursor)
+    rows = trace_service.list_batches(
+        conn, cooperative_id=scope.cooperative_id, after_id=after[0] if after else 0, limit=limit + 1
+    )
+    return page(rows, limit=limit, key=lambda r: [r["id"]])
 
 
-@router.get("/batches/{batch_id}", summary="A batch")
-def get_batch(batch_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    return trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=_scope(principal))
+@router.get("/batches/{batch_id}", summary="A batch", responses=_example(_BATCH, 404))
+def get_batch(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    return trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
 
 
-@router.get("/batches/{batch_id}/lineage", summary="Upstream sources and downstream products of a batch")
-def lineage(batch_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=_scope(principal))
+@router.get(
+    "/batches/{batch_id}/lineage",
+    summary="Upstream sources and downstream products of a batch",
+    responses=_example(
+        {
+            "upstream": [{"id": 40, "lot": "MG260428-AB12", "depth": 1}],
+            "downstream": [{"id": 43, "lot": "MG260501-7K2Q-1", "depth": 1}],
+        },
+        404,
+    ),
+)
+def lineage(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
     return {
         "upstream": trace_service.upstream(conn, batch_id=batch_id),
         "downstream": trace_service.downstream(conn, batch_id=batch_id),
     }
 
 
-@router.post("/batches/{batch_id}/split", status_code=201, summary="Pack a batch into lots")
-def split(batch_id: int, body: schemas.SplitIn, conn: ConnDep, principal: Writer) -> dict[str, Any]:
+@router.post(
+    "/batches/{batch_id}/split",
+    status_code=201,
+    summary="Pack a batch into lots",
+    responses=_example(
+        {"items": [{**_BATCH, "id": 43, "lot": "MG260501-7K2Q-1"}]}, 404, 409, 400, status_code=201
+    ),
+)
+def split(
+    batch_id: BatchId, body: schemas.SplitIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> dict[str, Any]:
     parts = [p.model_dump() for p in body.parts]
     return {
         "items": trace_service.split_batch(
-            conn, batch_id=batch_id, parts=parts, cooperative_id=_scope(principal)
+            conn, batch_id=batch_id, parts=parts, cooperative_id=scope.cooperative_id
         )
     }
 
 
-@router.post("/batches/merge", status_code=201, summary="Mix batches into a new lot")
-def merge(body: schemas.MergeIn, conn: ConnDep, principal: Writer) -> dict[str, Any]:
+@router.post(
+    "/batches/merge",
+    status_code=201,
+    summary="Mix batches into a new lot",
+    responses=_example({**_BATCH, "id": 44, "lot": "MG260502-MIX1"}, 404, 409, 400, status_code=201),
+)
+def merge(body: schemas.MergeIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     return trace_service.merge_batches(
-        conn, batch_ids=body.batch_ids, lot=body.lot, gtin=body.gtin, cooperative_id=_scope(principal)
+        conn, batch_ids=body.batch_ids, lot=body.lot, gtin=body.gtin, cooperative_id=scope.cooperative_id
     )
 
 
-@router.post("/batches/{batch_id}/events", status_code=201, summary="Record an EPCIS-aligned event")
-def add_event(batch_id: int, body: schemas.EventIn, conn: ConnDep, principal: Writer) -> dict[str, Any]:
-    data = body.model_dump()
-    return trace_service.add_event(conn, batch_id=batch_id, cooperative_id=_scope(principal), **data)
+@router.post(
+    "/batches/{batch_id}/events",
+    status_code=201,
+    summary="Record an EPCIS-aligned event",
+    responses=_example(
+        {
+            "id": 9,
+            "batch_id": 42,
+            "biz_step": "packing",
+            "disposition": "active",
+            "event_time": "2026-05-02T01:00:00Z",
+            "event_tz": "+08:00",
+            "place": "田东县 包装厂",
+            "actor": "包装线 2",
+            "documents": [],
+        },
+        404,
+        400,
+        status_code=201,
+    ),
+)
+def add_event(
+    batch_id: BatchId, body: schemas.EventIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> dict[str, Any]:
+    return trace_service.add_event(
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, **body.model_dump()
+    )
 
 
-@router.get("/batches/{batch_id}/epcis", summary="The batch's events as an EPCIS 2.0 JSON-LD document")
-def export_epcis(batch_id: int, conn: ConnDep, principal: PrincipalDep) -> Response:
-    import json
-
-    doc = epcis.export_batch(conn, batch_id=batch_id, cooperative_id=_scope(principal))
+@router.get(
+    "/batches/{batch_id}/epcis",
+    response_class=Response,
+    summary="The batch's events as an EPCIS 2.0 JSON-LD document",
+    responses=_example(
+        {
+            "@context": ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"],
+            "type": "EPCISDocument",
+            "schemaVersion": "2.0",
+            "creationDate": "2026-05-02T01:00:00Z",
+            "epcisBody": {"eventList": []},
+        },
+        404,
+        media="application/ld+json",
+    ),
+)
+def export_epcis(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
+    doc = epcis.export_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
     return Response(json.dumps(doc, ensure_ascii=False), media_type="application/ld+json")
 
 
 @router.post(
-    "/batches/{batch_id}/custody", status_code=201, summary="Record that a sensor channel held the batch"
+    "/batches/{batch_id}/custody",
+    status_code=201,
+    summary="Record that a sensor channel held the batch",
+    responses=_example(
+        {"id": 3, "batch_id": 42, "channel_id": 12, "started_at": "2026-05-01T10:00:00Z", "ended_at": None},
+        404,
+        409,
+        400,
+        status_code=201,
+    ),
 )
-def add_custody(batch_id: int, body: schemas.CustodyIn, conn: ConnDep, principal: Writer) -> dict[str, Any]:
+def add_custody(
+    batch_id: BatchId, body: schemas.CustodyIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> dict[str, Any]:
     return trace_service.add_custody(
-        conn, batch_id=batch_id, cooperative_id=_scope(principal), **body.model_dump()
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, **body.model_dump()
     )
 
 
 @router.post(
-    "/batches/{batch_id}/certificates", status_code=201, summary="Attach a 三品一标 certificate to a batch"
+    "/batches/{batch_id}/certificates",
+    status_code=201,
+    summary="Attach a 三品一标 certificate to a batch",
+    responses=_example(_CERTIFICATE, 404, 409, 400, status_code=201),
 )
 def add_batch_certificate(
-    batch_id: int, body: schemas.CertificateIn, conn: ConnDep, principal: Writer
+    batch_id: BatchId, body: schemas.CertificateIn, conn: ConnDep, _w: Writer, scope: ScopeDep
 ) -> dict[str, Any]:
     return trace_service.add_certificate(
-        conn, batch_id=batch_id, cooperative_id=_scope(principal), **body.model_dump()
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, **body.model_dump()
     )
 
 
@@ -121,54 +249,122 @@ def add_batch_certificate(
     "/cooperatives/{cooperative_id}/certificates",
     status_code=201,
     summary="Attach a certificate to a cooperative",
+    responses=_example(
+        {**_CERTIFICATE, "cooperative_id": 3, "batch_id": None}, 404, 409, 400, status_code=201
+    ),
 )
 def add_cooperative_certificate(
-    cooperative_id: int, body: schemas.CertificateIn, conn: ConnDep, principal: Writer
+    cooperative_id: Annotated[int, Path(ge=1, le=2**63 - 1, examples=[3])],
+    body: schemas.CertificateIn,
+    conn: ConnDep,
+    _w: Writer,
+    scope: ScopeDep,
 ) -> dict[str, Any]:
+    if (
+        scope.cooperative_id is None
+        and conn.execute("SELECT 1 FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone() is None
+    ):
+        # Otherwise the insert's foreign key would answer 409 for what is simply a missing cooperative.
+        raise NotFound("no such cooperative")
     return trace_service.add_certificate(
-        conn, holder_cooperative_id=cooperative_id, cooperative_id=_scope(principal), **body.model_dump()
-    )
-
-
-@router.get("/batches/{batch_id}/certificates", summary="Certificates covering a batch, with status")
-def batch_certificates(batch_id: int, conn: ConnDep, principal: PrincipalDep) -> dict[str, Any]:
-    trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=_scope(principal))
-    return {"items": trace_service.certificates_for(conn, batch_id=batch_id)}
-
-
-@router.put("/batches/{batch_id}/compliance-certificate", summary="Set the batch's 承诺达标合格证")
-def set_compliance(
-    batch_id: int, body: schemas.ComplianceIn, conn: ConnDep, principal: Writer
-) -> dict[str, Any]:
-    return trace_service.set_compliance_certificate(
-        conn, batch_id=batch_id, cooperative_id=_scope(principal), **body.model_dump()
-    )
-
-
-@router.post("/batches/{batch_id}/inspections", status_code=201, summary="Record an inspection result")
-def add_inspection(
-    batch_id: int, body: schemas.InspectionIn, conn: ConnDep, principal: Writer
-) -> dict[str, Any]:
-    return trace_service.add_inspection(
-        conn, batch_id=batch_id, cooperative_id=_scope(principal), **body.model_dump()
-    )
-
-
-@router.post("/batches/{batch_id}/codes", status_code=201, summary="Issue codes (one per box)")
-def issue_codes(
-    batch_id: int, body: schemas.IssueIn, conn: ConnDep, principal: Writer
-) -> list[dict[str, str]]:
-    return trace_codes.issue_codes(
-        conn, batch_id=batch_id, count=body.count, cooperative_id=_scope(principal)
+        conn, holder_cooperative_id=cooperative_id, cooperative_id=scope.cooperative_id, **body.model_dump()
     )
 
 
 @router.get(
-    "/batches/{batch_id}/labels.pdf", response_class=Response, summary="A4 label sheet of the batch's codes"
+    "/batches/{batch_id}/certificates",
+    summary="Certificates covering a batch, with status",
+    responses=_example({"items": [{**_CERTIFICATE, "status": "valid"}]}, 404),
 )
-def labels_pdf(batch_id: int, conn: ConnDep, principal: PrincipalDep) -> Response:
-    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=_scope(principal))
-    labels = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=_scope(principal))
+def batch_certificates(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
+    return {"items": trace_service.certificates_for(conn, batch_id=batch_id)}
+
+
+@router.put(
+    "/batches/{batch_id}/compliance-certificate",
+    summary="Set the batch's 承诺达标合格证",
+    responses=_example(
+        {
+            "batch_id": 42,
+            "product_name": "百色芒果",
+            "quantity": 1200,
+            "unit": "kg",
+            "origin": "广西百色市田东县",
+            "issued_at": "2026-05-02T01:00:00Z",
+            "issuer": "百色芒果合作社",
+            "contact": "0776-1234567",
+        },
+        404,
+        400,
+    ),
+)
+def set_compliance(
+    batch_id: BatchId, body: schemas.ComplianceIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> dict[str, Any]:
+    return trace_service.set_compliance_certificate(
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, **body.model_dump()
+    )
+
+
+@router.post(
+    "/batches/{batch_id}/inspections",
+    status_code=201,
+    summary="Record an inspection result",
+    responses=_example(
+        {
+            "id": 4,
+            "batch_id": 42,
+            "inspected_at": "2026-05-02T02:00:00Z",
+            "kind": "pesticide residue",
+            "passed": True,
+            "standard": "GB 2763-2021",
+            "laboratory": "百色市农产品质量安全检测中心",
+            "details": None,
+        },
+        404,
+        400,
+        status_code=201,
+    ),
+)
+def add_inspection(
+    batch_id: BatchId, body: schemas.InspectionIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> dict[str, Any]:
+    return trace_service.add_inspection(
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, **body.model_dump()
+    )
+
+
+@router.post(
+    "/batches/{batch_id}/codes",
+    status_code=201,
+    summary="Issue codes (one per box)",
+    responses=_example([_CODE], 404, 400, status_code=201),
+)
+def issue_codes(
+    batch_id: BatchId, body: schemas.IssueIn, conn: ConnDep, _w: Writer, scope: ScopeDep
+) -> list[dict[str, str]]:
+    return trace_codes.issue_codes(
+        conn, batch_id=batch_id, count=body.count, cooperative_id=scope.cooperative_id
+    )
+
+
+@router.get(
+    "/batches/{batch_id}/labels.pdf",
+    response_class=Response,
+    summary="A4 label sheet of the batch's codes",
+    responses={
+        200: {
+            "content": {
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}, "example": "%PDF-1.4 …"}
+            }
+        },
+        **problems.responses(404),
+    },
+)
+def labels_pdf(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
+    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
+    labels = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
     pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=label_name(batch))
     return Response(
         pdf,
@@ -184,16 +380,44 @@ def label_name(batch: dict[str, Any]) -> str:
 
 
 @router.post(
-    "/batches/{batch_id}/recall", status_code=201, summary="Recall a batch and everything made from it"
+    "/batches/{batch_id}/recall",
+    status_code=201,
+    summary="Recall a batch and everything made from it",
+    responses=_example(
+        {
+            "id": 2,
+            "batch_id": 42,
+            "reason": "pesticide residue above limit",
+            "recalled_by": "regulator",
+            "batches": [42, 43],
+        },
+        404,
+        400,
+        status_code=201,
+    ),
 )
-def recall(batch_id: int, body: schemas.RecallIn, conn: ConnDep, principal: Overseer) -> dict[str, Any]:
-    if principal.role not in ("admin", "regulator"):
-        raise Forbidden("only admins and regulators recall")
+def recall(batch_id: BatchId, body: schemas.RecallIn, conn: ConnDep, principal: StaffDep) -> dict[str, Any]:
     return trace_service.recall_batch(conn, batch_id=batch_id, reason=body.reason, recalled_by=principal.role)
 
 
-@router.get("/codes/flagged", summary="Codes flagged as possibly counterfeit")
-def flagged(
-    conn: ConnDep, principal: Overseer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> dict[str, Any]:
+@router.get(
+    "/codes/flagged",
+    summary="Codes flagged as possibly counterfeit",
+    responses=_example(
+        {
+            "items": [
+                {
+                    "code": _CODE["code"],
+                    "batch_id": 42,
+                    "lot": "MG260501-7K2Q",
+                    "cooperative": "百色芒果合作社",
+                    "scan_count": 57,
+                    "flagged_at": "2026-05-03T12:00:00Z",
+                    "flag_reason": "scanned in many places",
+                }
+            ]
+        }
+    ),
+)
+def flagged(conn: ConnDep, _s: StaffDep, limit: LimitQuery = DEFAULT_LIMIT) -> dict[str, Any]:
     return {"items": trace_codes.flagged_codes(conn, limit=limit)}

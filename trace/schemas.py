@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 Product = Literal["mango", "citrus", "tea"]
 
@@ -27,6 +27,24 @@ class _In(BaseModel):
 
 
 class BatchIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "product": "mango",
+                    "cooperative": "百色芒果合作社",
+                    "variety": "台农一号",
+                    "gtin": "06901234567892",
+                    "origin_plot": "田东县 林逢镇 3号地",
+                    "gi_area": "百色芒果",
+                    "harvest_date": "2026-05-01",
+                    "quantity": 1200,
+                    "unit": "kg",
+                }
+            ]
+        }
+    )
+
     product: Product
     cooperative: str | None = Field(
         default=None, description="Cooperative name (admin only; created if new)."
@@ -53,10 +71,18 @@ class PartIn(_In):
 
 
 class SplitIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"parts": [{"quantity": 600, "unit": "kg"}, {"quantity": 600, "unit": "kg"}]}]
+        }
+    )
+
     parts: list[PartIn] = Field(min_length=1, max_length=1000)
 
 
 class MergeIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"batch_ids": [42, 43]}]})
+
     batch_ids: list[int] = Field(min_length=2, max_length=100)
     lot: str | None = Field(default=None, max_length=20)
     gtin: str | None = Field(default=None, max_length=14)
@@ -68,6 +94,20 @@ class DocumentIn(_In):
 
 
 class EventIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "biz_step": "packing",
+                    "event_time": "2026-05-02T01:00:00Z",
+                    "disposition": "active",
+                    "place": "田东县 包装厂",
+                    "actor": "包装线 2",
+                }
+            ]
+        }
+    )
+
     biz_step: str
     event_time: AwareDatetime
     disposition: str | None = None
@@ -78,12 +118,34 @@ class EventIn(_In):
 
 
 class CustodyIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"channel_id": 12, "started_at": "2026-05-01T10:00:00Z", "ended_at": "2026-05-03T06:00:00Z"}
+            ]
+        }
+    )
+
     channel_id: int
     started_at: AwareDatetime
     ended_at: AwareDatetime | None = None
 
 
 class CertificateIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "green_food",
+                    "number": "LB-18-26050123456A",
+                    "issuer": "中国绿色食品发展中心",
+                    "valid_from": "2026-01-01",
+                    "valid_to": "2028-12-31",
+                }
+            ]
+        }
+    )
+
     kind: Literal["pollution_free", "green_food", "organic", "geographical_indication"]
     number: str = Field(max_length=64)
     issuer: str = Field(min_length=1, max_length=200)
@@ -93,6 +155,22 @@ class CertificateIn(_In):
 
 
 class ComplianceIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "product_name": "百色芒果",
+                    "quantity": 1200,
+                    "unit": "kg",
+                    "origin": "广西百色市田东县",
+                    "issued_at": "2026-05-02T01:00:00+08:00",
+                    "issuer": "百色芒果合作社",
+                    "contact": "0776-1234567",
+                }
+            ]
+        }
+    )
+
     product_name: str = Field(min_length=1, max_length=100)
     quantity: Decimal = Field(gt=0)
     unit: str = Field(min_length=1, max_length=16)
@@ -103,6 +181,19 @@ class ComplianceIn(_In):
 
 
 class InspectionIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "inspected_at": "2026-05-02T02:00:00Z",
+                    "kind": "pesticide residue",
+                    "passed": True,
+                    "standard": "GB 2763-2021",
+                }
+            ]
+        }
+    )
+
     inspected_at: AwareDatetime
     kind: str = Field(min_length=1, max_length=100)
     passed: bool
@@ -112,8 +203,14 @@ class InspectionIn(_In):
 
 
 class IssueIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 24}]})
+
     count: int = Field(ge=1, le=100_000)
 
 
 class RecallIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reason": "pesticide residue above the limit"}]}
+    )
+
     reason: str = Field(min_length=1, max_length=500)
