@@ -12,10 +12,12 @@ import json
 import logging
 import queue
 import signal
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from math import floor
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -25,7 +27,7 @@ from psycopg import errors as pg_errors
 
 from agritrace import db
 from agritrace.ingest import metrics, retention
-from agritrace.ingest.senml import Limits, SenMLError, parse_pack
+from agritrace.ingest.senml import Limits, Reading, SenMLError, parse_pack
 from agritrace.mqtt import connect_properties, new_client
 from agritrace.settings import Settings
 
@@ -33,7 +35,15 @@ log = logging.getLogger(__name__)
 
 COPY_READINGS = "COPY readings (time, channel_id, value) FROM STDIN (FORMAT BINARY)"
 COPY_STAGING = "COPY readings_staging (time, channel_id, value) FROM STDIN (FORMAT BINARY)"
-COPY_TYPES = ("timestamptz", "int4", "float8")
+# PostgreSQL's binary COPY format, written directly rather than row by row through psycopg's
+# dumpers (the worker's hottest loop): a signature, flags and header-extension length, then per row
+# the field count and each field as length + big-endian value (timestamptz: int64 microseconds since
+# 2000-01-01 UTC; int4; float8), then a -1 field count as trailer.
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+COPY_TRAILER = struct.pack("!h", -1)
+COPY_ROW = struct.Struct("!hiqiiid")
+PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z in Unix seconds
+PG_EPOCH_DT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -52,9 +62,8 @@ class Batch:
     """What one transaction writes, and the messages it will ack."""
 
     messages: list[Incoming] = field(default_factory=list)
-    rows: list[tuple[str, str, str | None, datetime, float]] = field(
-        default_factory=list
-    )  # gw, name, unit, t, v
+    packs: list[tuple[str, list[Reading]]] = field(default_factory=list)  # (gateway, its readings)
+    readings: int = 0
     statuses: list[tuple[str, bool, datetime]] = field(default_factory=list)
     dead: list[tuple[str, str | None, str, str, bytes]] = field(default_factory=list)
     gateways: set[str] = field(default_factory=set)
@@ -78,8 +87,19 @@ def parse_status(payload: bytes) -> bool:
     raise SenMLError("bad-status", "status payload must be 'online' or 'offline'")
 
 
+class _Stopping(Exception):
+    """The worker was told to stop while waiting for the database."""
+
+
 class Worker:
-    """One ingest worker process: a persistent MQTT session and one database connection."""
+    """One ingest worker process: a persistent MQTT session, a parsing thread and a writing thread.
+
+    Three threads, so that no core waits for another: paho's network thread puts messages in the
+    inbox; the main thread parses them into batches; the writer thread commits each batch and then
+    acks its messages. While the writer waits for PostgreSQL, the next batch is being parsed. The
+    hand-over queue holds one batch, so acks stay in the order the messages arrived (MQTT 5
+    section 4.6) and at most three batches are in flight.
+    """
 
     def __init__(self, settings: Settings, *, worker_id: int) -> None:
         self.settings = settings
@@ -89,8 +109,10 @@ class Worker:
         self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self.stop = threading.Event()
         self._known_gateways: set[str] = set()
-        self._channels: dict[tuple[str, str], int] = {}
-        self._conn: db.Conn | None = None
+        self._channels: dict[str, dict[str, int]] = {}  # gateway -> resolved name -> channel id
+        self._conn: db.Conn | None = None  # the writer thread's
+        self._lookup: db.Conn | None = None  # the main thread's (autocommit): is a gateway registered?
+        self._to_writer: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self.client = new_client(
             self.client_id,
             username=settings.mqtt_ingest_username,
@@ -134,20 +156,39 @@ class Worker:
         props = connect_properties(
             session_expiry=s.ingest_session_expiry, receive_maximum=s.ingest_receive_maximum
         )
-        self._connect_db()
+        self._conn = self._open(staging=True)
+        writer = threading.Thread(target=self._write_batches, name="ingest-writer")
+        writer.start()
         self.client.connect_async(s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
         try:
             while not self.stop.is_set():
-                batch = self._collect()
+                try:
+                    batch = self._collect()
+                except _Stopping:  # the batch in hand is not acked: the broker redelivers it
+                    break
                 if batch.messages:
-                    self._commit(batch)
+                    self._to_writer.put(batch)
         finally:
-            # Messages still in the inbox are not acked: the broker redelivers them next time.
+            # The writer finishes the batches in hand; messages still in the inbox are not acked:
+            # the broker redelivers them next time.
+            self._to_writer.put(None)
+            writer.join()
             self.client.disconnect()
             self.client.loop_stop()
-            if self._conn is not None:
-                self._conn.close()
+            for conn in (self._conn, self._lookup):
+                if conn is not None:
+                    conn.close()
+
+    def _write_batches(self) -> None:
+        """The writer thread: commits batches in the order they were collected, acks after each."""
+        while (batch := self._to_writer.get()) is not None:
+            if self._conn is None:  # stopped while the database was away; nothing is acked
+                continue
+            try:
+                self._commit(batch)
+            except _Stopping:  # (isolating a poison message) not acked: the broker redelivers
+                continue
 
     def _collect(self) -> Batch:
         """Gathers messages until the batch is full (readings or the in-flight window) or old enough."""
@@ -159,7 +200,9 @@ class Worker:
             return batch
         deadline = first.arrived + s.ingest_flush_interval
         self._add(batch, first)
-        while len(batch.rows) < s.ingest_batch_readings and len(batch.messages) < s.ingest_receive_maximum:
+        # At most half the in-flight window per batch: the broker keeps sending while a batch is written.
+        max_messages = max(1, s.ingest_receive_maximum // 2)
+        while batch.readings < s.ingest_batch_readings and len(batch.messages) < max_messages:
             # Whatever already waits joins the batch even when the deadline has passed (messages
             # that arrived during the previous commit); only waiting for more is bounded by it.
             wait = deadline - time.time()
@@ -193,39 +236,43 @@ class Worker:
             readings, skipped = parse_pack(msg.payload, now=msg.arrived, limits=self.limits)
             if skipped:
                 metrics.SKIPPED.inc(skipped)
-            batch.rows.extend(
-                (gateway, r.name, r.unit, datetime.fromtimestamp(r.time, UTC), r.value) for r in readings
-            )
+            if readings:
+                batch.packs.append((gateway, readings))
+                batch.readings += len(readings)
         except SenMLError as exc:
             batch.dead.append((msg.topic, gateway, exc.reason, exc.detail, msg.payload))
 
     # --- database --------------------------------------------------------------------------
-    def _connect_db(self) -> None:
+    def _open(self, *, staging: bool = False, autocommit: bool = False) -> db.Conn | None:
+        """A database connection, retried every second until it opens or the worker stops (None)."""
         while not self.stop.is_set():
             try:
-                conn = db.connect(self.settings.database_url)
-                conn.execute(
-                    """CREATE TEMP TABLE IF NOT EXISTS readings_staging
-                       (time timestamptz, channel_id integer, value double precision) ON COMMIT DELETE ROWS"""
-                )
-                conn.commit()
-                self._conn = conn
-                return
+                conn = db.connect(self.settings.database_url, autocommit=autocommit)
+                if staging:
+                    conn.execute(
+                        """CREATE TEMP TABLE IF NOT EXISTS readings_staging
+                           (time timestamptz, channel_id integer, value double precision) ON COMMIT DELETE ROWS"""
+                    )
+                    conn.commit()
+                return conn
             except psycopg.OperationalError as exc:
                 log.warning("database unavailable (%s); retrying", exc)
                 time.sleep(1)
+        return None
 
     def _gateway_known(self, gateway: str) -> bool:
         if gateway in self._known_gateways:
             return True
-        assert self._conn is not None
-        try:
-            row = self._conn.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
-            self._conn.commit()
-        except psycopg.OperationalError:
-            self._conn.close()
-            self._connect_db()
-            return self._gateway_known(gateway)
+        while True:
+            if self._lookup is None or self._lookup.closed:
+                self._lookup = self._open(autocommit=True)
+                if self._lookup is None:
+                    raise _Stopping
+            try:
+                row = self._lookup.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
+                break
+            except psycopg.OperationalError:
+                self._lookup.close()
         if row is not None:
             self._known_gateways.add(gateway)
         return row is not None
@@ -238,7 +285,7 @@ class Worker:
             attempt += 1
             assert self._conn is not None
             try:
-                inserted = self._write(self._conn, batch)
+                inserted, newest = self._write(self._conn, batch)
                 break
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 self._conn.rollback()
@@ -247,8 +294,8 @@ class Worker:
                 log.warning("database error (%s); reconnecting and retrying the batch", exc)
                 self._conn.close()
                 time.sleep(min(5, 0.2 * attempt))
-                self._connect_db()
-                if self.stop.is_set():
+                self._conn = self._open(staging=True)
+                if self._conn is None:  # stopping: nothing acked, the broker redelivers
                     return
             except psycopg.Error as exc:
                 # The database refuses something in this batch for good (a poison message): find it
@@ -262,13 +309,13 @@ class Worker:
                 self.client.ack(msg.mid, msg.qos)
             metrics.COMMIT_LAG.observe(now - msg.arrived)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_READINGS.observe(len(batch.rows))
+        metrics.BATCH_READINGS.observe(batch.readings)
         metrics.READINGS.inc(inserted)
-        metrics.DUPLICATES.inc(len(batch.rows) - inserted)
+        metrics.DUPLICATES.inc(batch.readings - inserted)
         for _topic, _gw, reason, _detail, _payload in batch.dead:
             metrics.DEAD_LETTERS.labels(reason).inc()
-        if batch.rows:
-            metrics.READING_AGE.set(now - max(r[3] for r in batch.rows).timestamp())
+        if newest is not None:
+            metrics.READING_AGE.set(now - newest)
 
     def _isolate(self, batch: Batch, exc: psycopg.Error) -> None:
         if len(batch.messages) > 1:
@@ -290,39 +337,72 @@ class Worker:
             Batch(messages=[msg], dead=[(msg.topic, gateway, "storage-error", str(exc)[:500], msg.payload)])
         )
 
-    def _channel_ids(self, conn: db.Conn, batch: Batch) -> list[int]:
-        """Channel ids for the batch's rows, registering channels on first sight (own transaction)."""
-        missing = sorted(
-            {
-                (gw, name): unit for gw, name, unit, _t, _v in batch.rows if (gw, name) not in self._channels
-            }.items()
+    def _register_channels(self, conn: db.Conn, batch: Batch) -> None:
+        """Registers the batch's channels seen for the first time (own transaction) and caches ids."""
+        missing: dict[tuple[str, str], str | None] = {}
+        for gateway, readings in batch.packs:
+            known = self._channels.get(gateway, {})
+            for r in readings:
+                if r.name not in known:
+                    missing.setdefault((gateway, r.name), r.unit)
+        if not missing:
+            return
+        keys = sorted(missing)
+        # Committed on its own, before the readings: a cached id must never point at a rolled-back row.
+        conn.execute(
+            """INSERT INTO channels (gateway_id, name, unit)
+               SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING""",
+            ([k[0] for k in keys], [k[1] for k in keys], [missing[k] for k in keys]),
         )
-        if missing:
-            # Committed on its own, before the readings: a cached id must never point at a rolled-back row.
-            conn.execute(
-                """INSERT INTO channels (gateway_id, name, unit)
-                   SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING""",
-                ([k[0] for k, _ in missing], [k[1] for k, _ in missing], [u for _, u in missing]),
-            )
-            rows = conn.execute(
-                """SELECT c.id, c.gateway_id, c.name FROM channels c
-                   JOIN unnest(%s::text[], %s::text[]) AS m(gateway_id, name) USING (gateway_id, name)""",
-                ([k[0] for k, _ in missing], [k[1] for k, _ in missing]),
-            ).fetchall()
-            conn.commit()
-            for r in rows:
-                self._channels[(r["gateway_id"], r["name"])] = r["id"]
-        return [self._channels[(gw, name)] for gw, name, _u, _t, _v in batch.rows]
+        rows = conn.execute(
+            """SELECT c.id, c.gateway_id, c.name FROM channels c
+               JOIN unnest(%s::text[], %s::text[]) AS m(gateway_id, name) USING (gateway_id, name)""",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+        conn.commit()
+        for row in rows:
+            self._channels.setdefault(row["gateway_id"], {})[row["name"]] = row["id"]
 
-    def _write(self, conn: db.Conn, batch: Batch) -> int:
-        """One transaction: readings (deduplicated), latest values, statuses, dead letters."""
-        ids = self._channel_ids(conn, batch) if batch.rows else []
-        inserted = 0
+    def _encode(self, batch: Batch) -> tuple[bytes, dict[int, tuple[int, float]], dict[int, int]]:
+        """The batch's readings as one binary COPY stream, with each channel's newest (time, value)
+        and oldest time in microseconds since 2000-01-01 UTC (the stream's own time unit)."""
+        out = bytearray(COPY_HEADER)
+        pack_row = COPY_ROW.pack
+        newest: dict[int, tuple[int, float]] = {}
+        oldest: dict[int, int] = {}
+        for gateway, readings in batch.packs:
+            ids = self._channels[gateway]
+            for name, t, value, _unit in readings:
+                cid = ids[name]
+                # Whole seconds, then the fraction rounded half-even to microseconds, as
+                # datetime.fromtimestamp() does (one rounding, so no drift for times like 1.7e9 + 0.1).
+                seconds = floor(t)
+                micros = (seconds - PG_EPOCH) * 1_000_000 + round((t - seconds) * 1e6)
+                out += pack_row(3, 8, micros, 4, cid, 8, value)
+                seen = newest.get(cid)
+                if seen is None:
+                    newest[cid] = (micros, value)
+                    oldest[cid] = micros
+                elif micros > seen[0]:
+                    newest[cid] = (micros, value)
+                elif micros < oldest[cid]:
+                    oldest[cid] = micros
+        out += COPY_TRAILER
+        return bytes(out), newest, oldest
+
+    def _write(self, conn: db.Conn, batch: Batch) -> tuple[int, float | None]:
+        """One transaction: readings (deduplicated), latest values, statuses, dead letters.
+
+        Returns how many readings were new, and the newest reading's time (Unix seconds), if any."""
+        inserted, newest_time = 0, None
+        if batch.packs:
+            self._register_channels(conn, batch)
+            stream, newest, oldest = self._encode(batch)
         with conn.transaction():
-            if batch.rows:
-                rows = [(r[3], cid, r[4]) for r, cid in zip(batch.rows, ids, strict=True)]
-                inserted = self._copy_readings(conn, rows)
-                self._update_latest(conn, rows)
+            if batch.packs:
+                inserted = self._copy_readings(conn, stream, batch.readings)
+                self._update_latest(conn, newest, oldest)
+                newest_time = PG_EPOCH + max(m for m, _v in newest.values()) / 1e6
             if batch.gateways:
                 conn.execute(
                     "UPDATE gateways SET last_seen = now() WHERE id = ANY(%s)", (sorted(batch.gateways),)
@@ -339,25 +419,22 @@ class Worker:
                 ) as copy:
                     for row in batch.dead:
                         copy.write_row(row)
-        return inserted
+        return inserted, newest_time
 
     @staticmethod
-    def _copy_readings(conn: db.Conn, rows: list[tuple[datetime, int, float]]) -> int:
-        """Binary COPY straight into readings; on a duplicate, through a staging table instead."""
+    def _copy_readings(conn: db.Conn, stream: bytes, rows: int) -> int:
+        """Binary COPY of `rows` readings straight into readings; on a duplicate, through a staging
+        table instead. Returns how many were new."""
         try:
             # Fast path: most batches hold no duplicate. The savepoint keeps the transaction usable.
             with conn.transaction(), conn.cursor().copy(COPY_READINGS) as copy:
-                copy.set_types(COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
-            return len(rows)
+                copy.write(stream)
+            return rows
         except pg_errors.UniqueViolation:
             pass
         with conn.cursor() as cur:
             with cur.copy(COPY_STAGING) as copy:
-                copy.set_types(COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(stream)
             cur.execute(
                 """INSERT INTO readings (time, channel_id, value)
                    SELECT DISTINCT ON (channel_id, time) time, channel_id, value FROM readings_staging
@@ -368,17 +445,9 @@ class Worker:
         return inserted
 
     @staticmethod
-    def _update_latest(conn: db.Conn, rows: list[tuple[datetime, int, float]]) -> None:
+    def _update_latest(conn: db.Conn, newest: dict[int, tuple[int, float]], oldest: dict[int, int]) -> None:
         """Keeps each channel's latest value by timestamp (not arrival), and when it was last written."""
-        newest: dict[int, tuple[datetime, float]] = {}
-        oldest: dict[int, datetime] = {}
-        for t, cid, v in rows:
-            seen = newest.get(cid)
-            if seen is None or t > seen[0]:
-                newest[cid] = (t, v)
-            if cid not in oldest or t < oldest[cid]:
-                oldest[cid] = t
-        ordered = sorted(newest.items())  # a fixed lock order keeps two workers from deadlocking
+        ordered = sorted(newest)  # a fixed lock order keeps two workers from deadlocking
         # rollup_from: the oldest time written since the dashboards' rollup job last ran (late
         # readings included), so it re-aggregates exactly the buckets that changed.
         conn.execute(
@@ -391,10 +460,10 @@ class Worker:
                       AS u(id, time, value, oldest)
                 WHERE c.id = u.id""",
             (
-                [cid for cid, _ in ordered],
-                [tv[0] for _, tv in ordered],
-                [tv[1] for _, tv in ordered],
-                [oldest[cid] for cid, _ in ordered],
+                ordered,
+                [PG_EPOCH_DT + timedelta(microseconds=newest[cid][0]) for cid in ordered],
+                [newest[cid][1] for cid in ordered],
+                [PG_EPOCH_DT + timedelta(microseconds=oldest[cid]) for cid in ordered],
             ),
         )
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,35 @@ def test_duplicates_are_stored_once_and_latest_is_by_timestamp_not_arrival(
     # The dashboards' rollup is told to re-aggregate from the older, late reading.
     late = f"SELECT count(*) FROM channels WHERE name = 'truck/temp' AND rollup_from < to_timestamp({now - 300:.0f})"
     assert count(database, late) == 1
+
+
+def test_reading_times_are_stored_to_the_microsecond_as_sent(stack: Stack, database: str) -> None:
+    # The worker writes PostgreSQL's binary COPY format itself: its time encoding must agree with
+    # datetime.fromtimestamp() for whole, fractional and half-microsecond times.
+    stack.start_worker(1)
+    gw, password = stack.gateway()
+    stack.wait_subscribed(gw, password)
+    base = float(int(time.time()) - 3600)
+    offsets = [0, 0.1, 0.1234565, 0.9999995, 2.0000005, 59.999999, 120.5]
+    pack: list[dict[str, Any]] = [{"bn": "room/", "bt": base, "bu": "Cel"}]
+    pack += [{"n": "temp", "t": dt, "v": float(i)} for i, dt in enumerate(offsets)]
+    publish_packs(gw, password, [pack])
+    wait_for(lambda: count(database, "SELECT count(*) FROM channels WHERE name = 'room/temp'") == 1)
+    wait_for(
+        lambda: count(
+            database,
+            "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id WHERE c.name = 'room/temp'",
+        )
+        == len(offsets)
+    )
+    with db.connect(database) as conn:
+        stored = conn.execute(
+            """SELECT r.time, r.value, c.last_time, c.last_value FROM readings r
+                 JOIN channels c ON c.id = r.channel_id WHERE c.name = 'room/temp' ORDER BY r.value"""
+        ).fetchall()
+    assert [r["time"] for r in stored] == [datetime.fromtimestamp(base + dt, UTC) for dt in offsets]
+    assert stored[0]["last_time"] == datetime.fromtimestamp(base + offsets[-1], UTC)
+    assert stored[0]["last_value"] == len(offsets) - 1
 
 
 def test_each_kind_of_bad_message_is_dead_lettered_with_its_reason_and_good_ones_around_it_are_stored(
