@@ -379,13 +379,18 @@ class Worker:
             if cid not in oldest or t < oldest[cid]:
                 oldest[cid] = t
         ordered = sorted(newest.items())  # a fixed lock order keeps two workers from deadlocking
+        # last_ingested_at tells the alert evaluator to look again, so it must grow with every commit:
+        # now() is when the transaction began, and a transaction begun before another's can commit
+        # after the evaluator has seen that one's (later) time, and would then never be looked at.
+        # clock_timestamp() is read as the row is written (again after waiting for another worker's
+        # update of it), so it is later than any value already committed.
         # rollup_from: the oldest time written since the dashboards' rollup job last ran (late
         # readings included), so it re-aggregates exactly the buckets that changed.
         conn.execute(
             """UPDATE channels c SET
                    last_value = CASE WHEN c.last_time IS NULL OR u.time > c.last_time THEN u.value ELSE c.last_value END,
                    last_time = greatest(c.last_time, u.time),
-                   last_ingested_at = now(),
+                   last_ingested_at = greatest(c.last_ingested_at, clock_timestamp()),
                    rollup_from = least(c.rollup_from, u.oldest)
                  FROM unnest(%s::int[], %s::timestamptz[], %s::float8[], %s::timestamptz[])
                       AS u(id, time, value, oldest)
