@@ -87,6 +87,37 @@ def parse_status(payload: bytes) -> bool:
     raise SenMLError("bad-status", "status payload must be 'online' or 'offline'")
 
 
+def encode_readings(
+    packs: list[tuple[str, list[Reading]]], channel_ids: dict[str, dict[str, int]]
+) -> tuple[bytes, dict[int, tuple[int, float]], dict[int, int]]:
+    """Readings as one binary COPY stream, with each channel's newest (time, value) and oldest time,
+    in microseconds since 2000-01-01 UTC (the stream's own time unit). `packs` holds (gateway,
+    readings) pairs; `channel_ids` maps gateway -> resolved name -> channel id."""
+    out = bytearray(COPY_HEADER)
+    pack_row = COPY_ROW.pack
+    newest: dict[int, tuple[int, float]] = {}
+    oldest: dict[int, int] = {}
+    for gateway, readings in packs:
+        ids = channel_ids[gateway]
+        for name, t, value, _unit in readings:
+            cid = ids[name]
+            # Whole seconds, then the fraction rounded half-even to microseconds, as
+            # datetime.fromtimestamp() does (one rounding, so no drift for times like 1.7e9 + 0.1).
+            seconds = floor(t)
+            micros = (seconds - PG_EPOCH) * 1_000_000 + round((t - seconds) * 1e6)
+            out += pack_row(3, 8, micros, 4, cid, 8, value)
+            seen = newest.get(cid)
+            if seen is None:
+                newest[cid] = (micros, value)
+                oldest[cid] = micros
+            elif micros > seen[0]:
+                newest[cid] = (micros, value)
+            elif micros < oldest[cid]:
+                oldest[cid] = micros
+    out += COPY_TRAILER
+    return bytes(out), newest, oldest
+
+
 class _Stopping(Exception):
     """The worker was told to stop while waiting for the database."""
 
@@ -363,33 +394,6 @@ class Worker:
         for row in rows:
             self._channels.setdefault(row["gateway_id"], {})[row["name"]] = row["id"]
 
-    def _encode(self, batch: Batch) -> tuple[bytes, dict[int, tuple[int, float]], dict[int, int]]:
-        """The batch's readings as one binary COPY stream, with each channel's newest (time, value)
-        and oldest time in microseconds since 2000-01-01 UTC (the stream's own time unit)."""
-        out = bytearray(COPY_HEADER)
-        pack_row = COPY_ROW.pack
-        newest: dict[int, tuple[int, float]] = {}
-        oldest: dict[int, int] = {}
-        for gateway, readings in batch.packs:
-            ids = self._channels[gateway]
-            for name, t, value, _unit in readings:
-                cid = ids[name]
-                # Whole seconds, then the fraction rounded half-even to microseconds, as
-                # datetime.fromtimestamp() does (one rounding, so no drift for times like 1.7e9 + 0.1).
-                seconds = floor(t)
-                micros = (seconds - PG_EPOCH) * 1_000_000 + round((t - seconds) * 1e6)
-                out += pack_row(3, 8, micros, 4, cid, 8, value)
-                seen = newest.get(cid)
-                if seen is None:
-                    newest[cid] = (micros, value)
-                    oldest[cid] = micros
-                elif micros > seen[0]:
-                    newest[cid] = (micros, value)
-                elif micros < oldest[cid]:
-                    oldest[cid] = micros
-        out += COPY_TRAILER
-        return bytes(out), newest, oldest
-
     def _write(self, conn: db.Conn, batch: Batch) -> tuple[int, float | None]:
         """One transaction: readings (deduplicated), latest values, statuses, dead letters.
 
@@ -397,7 +401,7 @@ class Worker:
         inserted, newest_time = 0, None
         if batch.packs:
             self._register_channels(conn, batch)
-            stream, newest, oldest = self._encode(batch)
+            stream, newest, oldest = encode_readings(batch.packs, self._channels)
         with conn.transaction():
             if batch.packs:
                 inserted = self._copy_readings(conn, stream, batch.readings)
@@ -448,13 +452,18 @@ class Worker:
     def _update_latest(conn: db.Conn, newest: dict[int, tuple[int, float]], oldest: dict[int, int]) -> None:
         """Keeps each channel's latest value by timestamp (not arrival), and when it was last written."""
         ordered = sorted(newest)  # a fixed lock order keeps two workers from deadlocking
+        # last_ingested_at tells the alert evaluator to look again, so it must grow with every commit:
+        # now() is when the transaction began, and a transaction begun before another's can commit
+        # after the evaluator has seen that one's (later) time, and would then never be looked at.
+        # clock_timestamp() is read as the row is written (again after waiting for another worker's
+        # update of it), so it is later than any value already committed.
         # rollup_from: the oldest time written since the dashboards' rollup job last ran (late
         # readings included), so it re-aggregates exactly the buckets that changed.
         conn.execute(
             """UPDATE channels c SET
                    last_value = CASE WHEN c.last_time IS NULL OR u.time > c.last_time THEN u.value ELSE c.last_value END,
                    last_time = greatest(c.last_time, u.time),
-                   last_ingested_at = now(),
+                   last_ingested_at = greatest(c.last_ingested_at, clock_timestamp()),
                    rollup_from = least(c.rollup_from, u.oldest)
                  FROM unnest(%s::int[], %s::timestamptz[], %s::float8[], %s::timestamptz[])
                       AS u(id, time, value, oldest)

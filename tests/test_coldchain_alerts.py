@@ -22,12 +22,14 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agritrace import audit
+from agritrace import audit, db
 from agritrace.api import tokens
 from agritrace.api.app import create_app
 from agritrace.api.pagination import encode_cursor
 from agritrace.coldchain import evaluator, profiles
 from agritrace.db import Conn
+from agritrace.ingest.senml import Reading
+from agritrace.ingest.worker import Worker, encode_readings
 from agritrace.mqtt import connect_blocking, new_client
 from agritrace.settings import get_settings
 
@@ -206,6 +208,34 @@ def test_shuffled_and_duplicated_readings_give_the_same_alerts_as_in_order(conn:
     evaluator.run_once(conn)
     assert conn.execute("SELECT count(*) AS n FROM alert_events").fetchone() == events
     assert _comparable(conn, shuffled["id"]) == expected
+
+
+def test_readings_committed_after_an_evaluation_by_a_transaction_begun_before_it_are_still_evaluated(
+    conn: Conn, database: str
+) -> None:
+    """Two ingest workers: B begins its transaction, A begins, commits, and the evaluator looks at the
+    channel; then B commits the readings that carry the room past the delay. The evaluator must look
+    again, or the alert waits for the next reading (forever, if B's was the last of a burst)."""
+    ch = watched_channel(conn)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    too_cold = [Reading("room", (start + timedelta(minutes=i)).timestamp(), 8.0, "Cel") for i in range(40)]
+    ids = {"gw": {"room": ch["id"]}}  # mango: < 10 °C
+
+    def write(worker: Conn, readings: list[Reading]) -> None:
+        stream, newest, oldest = encode_readings([("gw", readings)], ids)
+        Worker._copy_readings(worker, stream, len(readings))
+        Worker._update_latest(worker, newest, oldest)
+        worker.commit()
+
+    with db.connect(database) as a, db.connect(database) as b:
+        b.execute("SELECT 1")  # B's transaction begins first
+        time.sleep(0.01)
+        write(a, too_cold[:20])  # 20 min too cold: under the 30 min delay
+        assert evaluator.run_once(conn) == 1
+        assert alerts_of(conn, ch["id"]) == []
+        write(b, too_cold[20:])  # 40 min too cold: past it
+    assert evaluator.run_once(conn) == 1
+    assert [(x["rule"], x["status"]) for x in alerts_of(conn, ch["id"])] == [("chilling", "open")]
 
 
 def test_readings_oscillating_across_the_threshold_every_minute_open_at_most_one_alert(conn: Conn) -> None:

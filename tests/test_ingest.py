@@ -293,11 +293,13 @@ def test_reading_times_are_stored_to_the_microsecond_as_sent(stack: Stack, datab
     publish_packs(gw, password, [pack])
     wait_for(lambda: count(database, "SELECT count(*) FROM channels WHERE name = 'room/temp'") == 1)
     wait_for(
-        lambda: count(
-            database,
-            "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id WHERE c.name = 'room/temp'",
+        lambda: (
+            count(
+                database,
+                "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id WHERE c.name = 'room/temp'",
+            )
+            == len(offsets)
         )
-        == len(offsets)
     )
     with db.connect(database) as conn:
         stored = conn.execute(

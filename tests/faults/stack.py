@@ -63,6 +63,7 @@ class FaultStack:
         self.broker_dir = self.dir / "mosquitto"
         self.broker: subprocess.Popen[bytes] | None = None
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self.alerts: subprocess.Popen[bytes] | None = None
         self.url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/agritrace"
         self.admin_password = secrets.token_urlsafe(16)
         self.env = {
@@ -81,6 +82,7 @@ class FaultStack:
             "AGRITRACE_INGEST_RETENTION_INTERVAL": "0",
         }
         self.log = self.dir / "agritrace.log"
+        self.alerts_log = self.dir / "alerts.log"
 
     # --- PostgreSQL --------------------------------------------------------------------------
     def start_database(self) -> None:
@@ -198,8 +200,19 @@ class FaultStack:
     def workers_alive(self) -> bool:
         return all(p.poll() is None for p in self.workers.values())
 
+    def start_alerts(self) -> None:
+        """The cold-chain alert evaluator and notifier (`agritrace alerts run`), as `make up` runs it."""
+        with self.alerts_log.open("ab") as log:
+            self.alerts = subprocess.Popen(
+                [AGRITRACE, "alerts", "run", "--interval", "0.2"],
+                env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+
+    def alerts_alive(self) -> bool:
+        return self.alerts is not None and self.alerts.poll() is None
+
     def close(self) -> None:
-        for proc in self.workers.values():
+        for proc in [*self.workers.values(), *([self.alerts] if self.alerts else [])]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
@@ -211,9 +224,10 @@ class FaultStack:
                 as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "stop"),
                 check=False, capture_output=True,
             )  # fmt: skip
-        # Keep the workers' log where a person can read it after a failed run.
-        if self.log.exists():
-            artifacts = REPO / "test-artifacts"
-            artifacts.mkdir(exist_ok=True)
-            shutil.copy(self.log, artifacts / "faults-workers.log")
+        # Keep the workers' and the evaluator's logs where a person can read them after a failed run.
+        artifacts = REPO / "test-artifacts"
+        for log, name in ((self.log, "faults-workers.log"), (self.alerts_log, "faults-alerts.log")):
+            if log.exists():
+                artifacts.mkdir(exist_ok=True)
+                shutil.copy(log, artifacts / name)
         shutil.rmtree(self.dir, ignore_errors=True)
