@@ -145,6 +145,11 @@ def rooms(gateway: tuple[str, str], channels: int, stop: threading.Event) -> Non
     client.loop_stop()
 
 
+def stored_count(conn: psycopg.Connection[Any], channel_id: int) -> int:
+    row = conn.execute("SELECT count(*) FROM readings WHERE channel_id = %s", (channel_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def wait_healthy(base_url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -342,6 +347,8 @@ def main() -> None:
         steps = max(1, args.delay // 6)
         offsets = [*range(0, args.delay - 1, steps), args.delay - 1]  # spans just less than the delay
         unevaluated = [0]
+        stored: dict[str, float] = {}
+        opened: dict[str, float] = {}
 
         def prober() -> None:
             settings = get_settings()
@@ -363,13 +370,11 @@ def main() -> None:
                     deadline = time.monotonic() + args.timeout
                     while time.monotonic() < deadline:
                         row = pconn.execute(
-                            """SELECT (SELECT count(*) FROM readings WHERE channel_id = c.id) AS n,
-                                      s.evaluated_ingest >= c.last_ingested_at AS evaluated
-                                 FROM channels c LEFT JOIN coldchain_eval_state s ON s.channel_id = c.id
-                                WHERE c.id = %s""",
+                            """SELECT s.evaluated_ingest >= c.last_ingested_at FROM channels c
+                                 LEFT JOIN coldchain_eval_state s ON s.channel_id = c.id WHERE c.id = %s""",
                             (probe_channel[gw],),
                         ).fetchone()
-                        if row and row[0] == len(offsets) and row[1]:
+                        if stored_count(pconn, probe_channel[gw]) == len(offsets) and row and row[0]:
                             break
                         time.sleep(0.05)
                     else:
@@ -382,7 +387,21 @@ def main() -> None:
                     with lock:
                         published[gw] = time.time()
                     client.publish(f"agritrace/v1/{gw}/senml", completing, qos=1)
-                    events[gw].wait(args.timeout)
+                    # Where the time goes: when the reading is committed (10 ms polls) and when the
+                    # evaluator's transaction that opened the alert began.
+                    deadline = time.monotonic() + args.timeout
+                    while time.monotonic() < deadline and stored_count(pconn, probe_channel[gw]) <= len(
+                        offsets
+                    ):
+                        time.sleep(0.01)
+                    stored[gw] = time.time()
+                    if events[gw].wait(args.timeout):
+                        row = pconn.execute(
+                            "SELECT extract(epoch FROM min(opened_at)) FROM alerts WHERE channel_id = %s",
+                            (probe_channel[gw],),
+                        ).fetchone()
+                        if row and row[0] is not None:
+                            opened[gw] = float(row[0])
                     client.disconnect()
                     client.loop_stop()
 
@@ -421,6 +440,21 @@ def main() -> None:
             f"  ceiling: one GET /api/v1/alerts       median {statistics.median(polls) * 1000:.1f} ms,"
             f" p99 {percentile(polls, 0.99) * 1000:.1f} ms over {len(polls)} polls every {args.poll * 1000:.0f} ms"
         )
+        parts = [
+            ("publish -> reading committed (ingest)", [stored[g] - published[g] for g in opened]),
+            ("committed -> evaluation began (evaluator poll)", [opened[g] - stored[g] for g in opened]),
+            (
+                "evaluation began -> in the API (evaluate, commit, API poll)",
+                [seen[g] - opened[g] for g in opened],
+            ),
+        ]
+        for label, values in parts:
+            if values:
+                values.sort()
+                print(
+                    f"    {label:<60} p50 {statistics.median(values) * 1000:6,.0f} ms,"
+                    f" p99 {percentile(values, 0.99) * 1000:6,.0f} ms"
+                )
         if early or unevaluated[0]:
             print(
                 f"  WARNING: {len(early)} alerts before their completing reading, {unevaluated[0]} partial runs not evaluated in time"
