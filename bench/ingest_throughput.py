@@ -12,99 +12,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import secrets
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
-from psycopg import sql
+from _stack import (
+    CHANNELS,
+    INSTANTS,
+    count,
+    gateways,
+    ingest_workers,
+    packs_for,
+    process_env,
+    publish_parallel,
+    scratch_database,
+    wait_count,
+    wait_subscribed,
+)
 
 from agritrace import db
-from agritrace.devices import broker, service
-from agritrace.mqtt import connect_blocking, connect_properties, new_client
+from agritrace.mqtt import connect_blocking, new_client
 from agritrace.settings import get_settings
-
-AGRITRACE = str(Path(sys.executable).parent / "agritrace")
-CHANNELS = 10  # a pack of 50 = 10 channels x 5 instants
-INSTANTS = 5
-
-
-def packs_for(gateway: str, count: int, start: float) -> list[bytes]:
-    """`count` packs of 50 readings (10 channels x 5 instants, one second apart)."""
-    out = []
-    for p in range(count):
-        t0 = start + p * INSTANTS
-        pack: list[dict[str, Any]] = [{"bn": f"{gateway}/room/", "bt": t0, "bu": "Cel"}]
-        for i in range(INSTANTS):
-            for c in range(CHANNELS):
-                pack.append({"n": f"t{c}", "t": i, "v": 10 + ((p + i + c) % 30) / 10})
-        out.append(json.dumps(pack).encode())
-    return out
-
-
-def publish_all(jobs: list[tuple[str, str, list[bytes]]], rate: float | None = None) -> None:
-    """Publishes every payload at QoS 1 from each job's gateway; waits for all PUBACKs."""
-    settings = get_settings()
-    clients = []
-    for gw, password, _payloads in jobs:
-        c = new_client(f"{gw}", username=gw, password=password)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        connect_blocking(c, settings)
-        clients.append(c)
-    infos = []
-    n = max(len(p) for _g, _p, p in jobs)
-    started = time.perf_counter()
-    sent = 0
-    for i in range(n):
-        for (gw, _pw, payloads), c in zip(jobs, clients, strict=True):
-            if i < len(payloads):
-                if rate:
-                    delay = started + sent / rate - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                infos.append(c.publish(f"agritrace/v1/{gw}/senml", payloads[i], qos=1))
-                sent += 1
-    for info in infos:
-        info.wait_for_publish(120)
-    for c in clients:
-        c.disconnect()
-        c.loop_stop()
-
-
-def publish_parallel(jobs: list[tuple[str, str, list[bytes]]], processes: int) -> None:
-    """Splits the gateways over publisher processes (one Python process cannot feed the workers)."""
-    shares = [jobs[i::processes] for i in range(processes)]
-    procs = [multiprocessing.Process(target=publish_all, args=(share,)) for share in shares if share]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-
-
-def count(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM readings").fetchone()
-    return int(row[0]) if row else 0
-
-
-def wait_count(url: str, expected: int, timeout: float = 600) -> float:
-    """Polls until `expected` readings are stored; returns when that was seen."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if count(url) >= expected:
-            return time.perf_counter()
-        time.sleep(0.05)
-    raise SystemExit(f"timed out: {count(url)} of {expected} readings stored")
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -136,46 +70,12 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=2)
     args = parser.parse_args()
 
-    base = get_settings()
     tag = secrets.token_hex(3)
-    name = f"agritrace_bench_{tag}"
-    admin_url = (
-        os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base.database_url.rsplit("/", 1)[0] + "/postgres"
-    )
-    url = base.database_url.rsplit("/", 1)[0] + "/" + name
-    for attempt in range(20):  # other runs copying template1 at the same moment make this fail
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as aconn:
-                aconn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-            break
-        except psycopg.errors.ObjectInUse:
-            if attempt == 19:
-                raise
-            time.sleep(0.5)
-    env = dict(
-        os.environ,
-        AGRITRACE_DATABASE_URL=url,
-        AGRITRACE_INGEST_GROUP=f"bench-{tag}",
-        AGRITRACE_INGEST_CLIENT_PREFIX=f"bench-ingest-{tag}",
-        AGRITRACE_INGEST_SESSION_EXPIRY="60",
-        AGRITRACE_INGEST_METRICS_PORT="0",
-        AGRITRACE_INGEST_RETENTION_INTERVAL="0",
-    )
-    gateways: list[tuple[str, str]] = []
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        db.migrate(url)
-        with db.connect(url) as conn, broker.admin_session() as dynsec:
-            coop = service.get_or_create_cooperative(conn, name="bench")
-            for i in range(args.gateways):
-                gateways.append(
-                    service.create_gateway(
-                        conn, dynsec=dynsec, cooperative_id=coop, gateway_id=f"bench-{tag}-{i}"
-                    )
-                )
-            conn.commit()
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database(f"agritrace_bench_{tag}"))
+        gws = stack.enter_context(gateways(url, [f"bench-{tag}-{i}" for i in range(args.gateways)]))
         start = time.time() - 20 * 86400  # inside the accepted window, clear of "now"
-        jobs = [(gw, pw, packs_for(gw, args.packs, start)) for gw, pw in gateways]
+        jobs = [(gw, pw, packs_for(gw, args.packs, start)) for gw, pw in gws]
         total = args.gateways * args.packs * CHANNELS * INSTANTS
 
         # Raw ceiling: the same rows, binary COPY into the same hypertable, 10,000 rows per COPY.
@@ -183,13 +83,13 @@ def main() -> None:
             conn.execute(
                 """INSERT INTO channels (gateway_id, name, unit)
                    SELECT g, g || '/room/t' || c, 'Cel' FROM unnest(%s::text[]) g, generate_series(0, %s) c""",
-                ([g for g, _ in gateways], CHANNELS - 1),
+                ([g for g, _ in gws], CHANNELS - 1),
             )
             ids = {(r["gateway_id"], r["name"]): r["id"] for r in conn.execute("SELECT * FROM channels")}
             conn.commit()
             rows = [
                 (datetime.fromtimestamp(start + p * INSTANTS + i, UTC), ids[(g, f"{g}/room/t{c}")], 10.0)
-                for g, _ in gateways
+                for g, _ in gws
                 for p in range(args.packs)
                 for i in range(INSTANTS)
                 for c in range(CHANNELS)
@@ -210,19 +110,8 @@ def main() -> None:
             conn.commit()
         del rows
 
-        for worker_id in range(1, args.workers + 1):
-            workers.append(
-                subprocess.Popen(
-                    [AGRITRACE, "ingest", "run", "--worker-id", str(worker_id)],
-                    env=env,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        probe_gw, probe_pw = gateways[0]
-        probe = json.dumps([{"n": "probe", "v": 0, "t": start}]).encode()
-        while count(url) == 0:  # until the workers' subscriptions are live
-            publish_all([(probe_gw, probe_pw, [probe])])
-            time.sleep(0.3)
+        workers = stack.enter_context(ingest_workers(process_env(url, tag), args.workers))
+        wait_subscribed(url, gws[0], start)
         base_count = count(url)
 
         # End-to-end: packs of 50 from every gateway at once.
@@ -246,7 +135,7 @@ def main() -> None:
                     for k in range(per_gw)
                 ],
             )
-            for gw, pw in gateways
+            for gw, pw in gws
         ]
         before = count(url)
         t0 = time.perf_counter()
@@ -258,7 +147,7 @@ def main() -> None:
         # value its sequence number; a poller notes when each becomes visible (20 ms polls, included).
         half = msg_rate / 2
         n = int(half * args.latency_seconds)
-        lat_gw, lat_pw = gateways[1]
+        lat_gw, lat_pw = gws[1]
         visible: dict[float, float] = {}
         done = threading.Event()
 
@@ -319,29 +208,6 @@ def main() -> None:
         )
         print(f"  worker peak RSS           {', '.join(f'{r / 1024:.0f} MiB' for r in rss)}")
         print(f"  readings                  {total:,} in packs, {per_gw * args.gateways:,} single")
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-        settings = get_settings()
-        for i in range(1, args.workers + 1):
-            c = new_client(f"bench-ingest-{tag}-{i}", username=settings.mqtt_ingest_username,
-                           password=settings.mqtt_ingest_password.get_secret_value())  # fmt: skip
-            try:
-                connect_blocking(c, settings, clean_start=True, properties=connect_properties())
-                c.disconnect()
-                c.loop_stop()
-            except ConnectionError:
-                pass
-        with broker.admin_session() as dynsec:
-            for gw, _pw in gateways:
-                broker.remove_gateway(dynsec, gw)
-        with psycopg.connect(admin_url, autocommit=True) as aconn:
-            aconn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

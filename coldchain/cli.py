@@ -41,7 +41,11 @@ def channel_profile(
 
 @alerts_app.command("run")
 def alerts_run(
-    interval: float = typer.Option(0.5, min=0.05, help="Seconds between polls for new readings."),
+    interval: float = typer.Option(
+        0.5,
+        min=0.05,
+        help="Longest wait between passes; a pass starts as soon as readings are committed.",
+    ),
 ) -> None:
     """Runs the alert evaluator and notifier until stopped (SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

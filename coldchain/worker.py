@@ -21,10 +21,16 @@ log = logging.getLogger(__name__)
 # One evaluator per database at a time: a second one waits on this lock (a warm standby).
 LOCK_KEY = 0x41677243  # "AgrC"
 SILENCE_CHECK_EVERY = 5.0  # seconds
+# Notified by every commit that advances channels.last_ingested_at (migration 0011...ingest-notify).
+INGEST_CHANNEL = "coldchain_ingest"
+# Passes start at most this often, however often readings are committed: a burst of ingest batches
+# is evaluated together instead of one pass per batch.
+MIN_PASS_GAP = 0.1  # seconds
 
 
 def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | None = None) -> None:
-    """Runs until `stop` is set (or SIGTERM/SIGINT when called from the main thread)."""
+    """Runs until `stop` is set (or SIGTERM/SIGINT when called from the main thread). A pass starts
+    when readings are committed (LISTEN), and at the latest `interval` seconds after the previous one."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,19 +48,22 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
             try:
                 with connect(settings.database_url, autocommit=True) as conn:
                     _hold_lock(conn, stop)
+                    # Before the first pass: readings committed during it wake the next one.
+                    conn.execute(f"LISTEN {INGEST_CHANNEL}")
                     with conn.transaction():
                         audit.set_actor(conn, evaluator.ACTOR)
                         profiles.ensure_defaults(conn)
                     last_silence_check = 0.0
                     while not stop.is_set():
+                        began = time.monotonic()
                         # Silence is measured in tens of minutes: checking it every few seconds is
-                        # plenty, while new readings are looked at every `interval`.
-                        silence = time.monotonic() - last_silence_check >= SILENCE_CHECK_EVERY
+                        # plenty, while new readings are looked at as soon as they are committed.
+                        silence = began - last_silence_check >= SILENCE_CHECK_EVERY
                         evaluator.run_once(conn, silence=silence)
                         if silence:
-                            last_silence_check = time.monotonic()
+                            last_silence_check = began
                         notify.publish_pending(conn, client)
-                        stop.wait(interval)
+                        _wait_for_readings(conn, stop, began=began, interval=interval)
             except (psycopg.OperationalError, ConnectionError) as exc:
                 log.warning("alerts: %s; retrying in 2 s", exc)
                 stop.wait(2)
@@ -62,6 +71,23 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
         client.disconnect()
         client.loop_stop()
         hooks.join(timeout=10)
+
+
+def _wait_for_readings(conn: Conn, stop: threading.Event, *, began: float, interval: float) -> None:
+    """Returns when readings were committed since the last wait (an ingest notification, or one
+    already queued during the pass), but not before `MIN_PASS_GAP` after the pass `began`; or when
+    `interval` has passed since then without any (polling as the fallback)."""
+    deadline = began + interval
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        # Drains every notification queued so far (always, or a slow evaluator would pile them up),
+        # else waits for the first one to arrive; a second at a time, so a stop is not kept waiting.
+        woken = sum(1 for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1))
+        if woken or remaining <= 1.0 or stop.is_set():
+            break
+    gap = MIN_PASS_GAP - (time.monotonic() - began)
+    if gap > 0:
+        stop.wait(gap)
 
 
 def _hold_lock(conn: Conn, stop: threading.Event) -> None:

@@ -282,6 +282,27 @@ def _one_alert(
     return ch, alert
 
 
+def test_a_reading_committed_wakes_the_evaluator_instead_of_waiting_for_its_next_poll(
+    conn: Conn, database: str
+) -> None:
+    # Polling alone, every 10 minutes here, would leave the second cold room without its alert for
+    # that long: the commit that advances channels.last_ingested_at notifies the evaluator.
+    first = watched_channel(conn, profile="mango")
+    second = watched_channel(conn, profile="mango")
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
+    ingest(conn, first["id"], series(start, [6.0] * 45))
+    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    proc = subprocess.Popen([str(AGRITRACE), "alerts", "run", "--interval", "600"], env=env)
+    try:
+        wait_for(lambda: alerts_of(conn, first["id"]))  # its first pass, at start-up
+        ingest(conn, second["id"], series(start, [6.0] * 45))
+        (alert,) = wait_for(lambda: alerts_of(conn, second["id"]), timeout=60)
+        assert alert["rule"] == "chilling" and alert["status"] == "open"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)  # a stop is not kept waiting for the 10-minute poll either
+
+
 def test_cooperative_acknowledges_comments_and_resolves_its_alert_with_history(
     conn: Conn, client: TestClient
 ) -> None:
