@@ -91,6 +91,11 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
             assert "healthcheck" in service, f"{name} has no healthcheck"
     assert services["ingest"]["command"] == ["agritrace", "ingest", "run"]
     assert int(services["ingest"]["deploy"]["replicas"]) >= 2
+    # Every long-running process `make up` starts (the demo simulator aside) runs in compose too.
+    local = (DEPLOY / "local" / "apps.sh").read_text()
+    for name, command in [("alerts", "alerts run"), ("rollup", "dashboards rollup")]:
+        assert f"agritrace {command}" in local.replace('"$BIN/agritrace" ', "agritrace ")
+        assert " ".join(services[name]["command"]).startswith(f"agritrace {command}"), name
     assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana"}
 
 
