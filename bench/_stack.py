@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from agritrace import db
 from agritrace.devices import broker, service
@@ -36,32 +35,8 @@ PACK = CHANNELS * INSTANTS
 Job = tuple[str, str, list[bytes]]  # gateway id, its password, the payloads it publishes
 
 
-def admin_url() -> str:
-    """Where to CREATE/DROP DATABASE: AGRITRACE_DATABASE_ADMIN_URL, else the server's `postgres`."""
-    base = get_settings().database_url.rsplit("/", 1)[0]
-    return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base + "/postgres"
-
-
-@contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A migrated database of its own (from template1, which has TimescaleDB); dropped at the end."""
-    admin = admin_url()
-    for attempt in range(20):  # other runs copying template1 at the same moment make this fail
-        try:
-            with psycopg.connect(admin, autocommit=True) as aconn:
-                aconn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-            break
-        except psycopg.errors.ObjectInUse:
-            if attempt == 19:
-                raise
-            time.sleep(0.5)
-    url = get_settings().database_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        db.migrate(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as aconn:
-            aconn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+admin_url = db.admin_url
+scratch_database = db.scratch_database
 
 
 @contextmanager

@@ -12,11 +12,9 @@ import argparse
 import secrets
 import time
 
-import psycopg
 from psycopg import sql
 
 from agritrace import audit, db
-from agritrace.settings import get_settings
 
 
 def run(url: str, *, table: str, rows: int) -> float:
@@ -36,14 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2000)
     args = parser.parse_args()
-    base = get_settings()
-    admin = base.database_url.rsplit("/", 1)[0] + "/postgres"
-    name = f"agritrace_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-    url = base.database_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        db.migrate(url)
+    with db.scratch_database(f"agritrace_bench_{secrets.token_hex(4)}") as url:
         with db.connect(url, autocommit=True) as conn:
             for t in ("plain", "audited"):
                 conn.execute(
@@ -64,9 +55,6 @@ def main() -> None:
         print(
             f"audit verify              : {n} entries in {verify_s:.2f} s ({n / verify_s:.0f} entries/s), ok={not findings}"
         )
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

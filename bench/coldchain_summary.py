@@ -9,18 +9,13 @@ just reading the range costs). Runs in a database of its own, dropped at the end
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-from psycopg import sql
-
 from agritrace import db
 from agritrace.coldchain import profiles, summary
-from agritrace.settings import get_settings
 
 
 def timed(fn: object, repeat: int) -> list[float]:
@@ -39,14 +34,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    base = get_settings().database_url.rsplit("/", 1)[0]
-    admin = os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base + "/postgres"
-    name = f"agritrace_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-    url = f"{base}/{name}"
-    try:
-        db.migrate(url)
+    with db.scratch_database(f"agritrace_bench_{secrets.token_hex(4)}") as url:
         with db.connect(url, autocommit=True) as conn:
             coop = conn.execute("INSERT INTO cooperatives (name) VALUES ('bench') RETURNING id").fetchone()
             assert coop is not None
@@ -92,9 +80,6 @@ def main() -> None:
             f" median {statistics.median(floor_ms):.1f} ms, max {max(floor_ms):.1f} ms"
         )
         print(f"check: excursions={s['excursions']} mkt={s['mkt']:.2f} mean={s['mean']:.2f}")
-    finally:
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import time
@@ -26,13 +25,8 @@ from psycopg.conninfo import make_conninfo
 from agritrace import db
 from agritrace.dashboards import boards, provisioning, rollup, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
-from agritrace.settings import get_settings
 
 BUDGET_MS = 500.0
-
-
-def _admin_url(url: str) -> str:
-    return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or url.rsplit("/", 1)[0] + "/postgres"
 
 
 def seed(conn: db.Conn, *, readings: int, channels: int, start: datetime, end: datetime) -> None:
@@ -94,90 +88,88 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
 
-    base = get_settings().database_url
-    name = f"agritrace_bench_{secrets.token_hex(4)}"
-    url = base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(_admin_url(base), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
     reader_name = f"agritrace_grafana_b{secrets.token_hex(4)}"
-    try:
-        db.migrate(url)
-        end = datetime.now(UTC).replace(microsecond=0)
-        start = end - timedelta(days=args.days)
-        t0 = time.perf_counter()
-        with db.connect(url) as conn:
-            seed(conn, readings=args.readings, channels=args.channels, start=start, end=end)
-        load_s = time.perf_counter() - t0
-        with db.connect(url, autocommit=True) as conn:
+    with db.scratch_database(f"agritrace_bench_{secrets.token_hex(4)}", keep=args.keep) as url:
+        try:
+            end = datetime.now(UTC).replace(microsecond=0)
+            start = end - timedelta(days=args.days)
             t0 = time.perf_counter()
-            rolled = rollup.run_once(conn)
-            full_rollup_s = time.perf_counter() - t0
-            # An incremental run as the job makes it every minute: one new reading per channel.
-            conn.execute(
-                """INSERT INTO readings (time, channel_id, value) SELECT %s, id, 12.0 FROM channels""", (end,)
-            )
-            conn.execute("UPDATE channels SET rollup_from = %s", (end,))
-            t0 = time.perf_counter()
-            rollup.run_once(conn)
-            step_rollup_s = time.perf_counter() - t0
-        password = secrets.token_urlsafe(16)
-        with db.connect(url, autocommit=True) as conn:
-            conn.execute("ANALYZE")
-            service.create_reader(conn, name=reader_name, password=password)
-        print(f"loaded {args.readings:,} readings on {args.channels} channels in {load_s:.1f} s")
-        print(
-            f"rollup: {rolled} channels in full in {full_rollup_s:.1f} s; "
-            f"incremental run (one new reading per channel) {step_rollup_s * 1000:.0f} ms"
-        )
-
-        variables = {
-            "cooperative": Variable(all_value=boards.COOP_ALL),
-            "product": Variable(all_value=boards.PRODUCT_ALL),
-        }
-        queries: list[tuple[str, str]] = []
-        for board, model in boards.build_all().items():
-            for panel in json.loads(provisioning.dashboard_json(model))["panels"]:
-                for target in panel["targets"]:
-                    queries.append((f"{board}: {panel['title']}", target["rawSql"]))
-        queries += [
-            (f"alert rule: {t}", q) for t, q in provisioning.sql_of_alert_rules(provisioning.alert_rules())
-        ]
-
-        def timed(reader: psycopg.Connection[object], text: str) -> float:
-            runs = []
-            for _ in range(args.repeat):
-                t = time.perf_counter()
-                reader.execute(text.encode()).fetchall()
-                runs.append((time.perf_counter() - t) * 1000)
-            return statistics.median(runs)
-
-        interval = interval_for(start, end)
-        with psycopg.connect(
-            make_conninfo(url, user=reader_name, password=password), autocommit=True
-        ) as reader:
-            ceiling = timed(
-                reader,
-                expand(
-                    "SELECT count(*) FROM reporting.readings WHERE $__timeFilter(time)", start=start, end=end
-                ),
-            )
-            print(f"ceiling (bare count of the range's readings): {ceiling:8.1f} ms")
+            with db.connect(url) as conn:
+                seed(conn, readings=args.readings, channels=args.channels, start=start, end=end)
+            load_s = time.perf_counter() - t0
+            with db.connect(url, autocommit=True) as conn:
+                t0 = time.perf_counter()
+                rolled = rollup.run_once(conn)
+                full_rollup_s = time.perf_counter() - t0
+                # An incremental run as the job makes it every minute: one new reading per channel.
+                conn.execute(
+                    """INSERT INTO readings (time, channel_id, value) SELECT %s, id, 12.0 FROM channels""",
+                    (end,),
+                )
+                conn.execute("UPDATE channels SET rollup_from = %s", (end,))
+                t0 = time.perf_counter()
+                rollup.run_once(conn)
+                step_rollup_s = time.perf_counter() - t0
+            password = secrets.token_urlsafe(16)
+            with db.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+                service.create_reader(conn, name=reader_name, password=password)
+            print(f"loaded {args.readings:,} readings on {args.channels} channels in {load_s:.1f} s")
             print(
-                f"{'median ms':>10}  {'budget':>6}  panel ({args.repeat} runs, $__interval={interval}, All selected)"
+                f"rollup: {rolled} channels in full in {full_rollup_s:.1f} s; "
+                f"incremental run (one new reading per channel) {step_rollup_s * 1000:.0f} ms"
             )
-            over = 0
-            for title, raw in queries:
-                ms = timed(reader, expand(raw, start=start, end=end, interval=interval, variables=variables))
-                verdict = "ok" if ms <= BUDGET_MS else "OVER"
-                over += verdict == "OVER"
-                print(f"{ms:10.1f}  {verdict:>6}  {title}")
-        print(f"{len(queries)} queries, {over} over the {BUDGET_MS:.0f} ms budget")
-    finally:
-        if not args.keep:
-            with psycopg.connect(_admin_url(base), autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        with psycopg.connect(_admin_url(base), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader_name)))
+
+            variables = {
+                "cooperative": Variable(all_value=boards.COOP_ALL),
+                "product": Variable(all_value=boards.PRODUCT_ALL),
+            }
+            queries: list[tuple[str, str]] = []
+            for board, model in boards.build_all().items():
+                for panel in json.loads(provisioning.dashboard_json(model))["panels"]:
+                    for target in panel["targets"]:
+                        queries.append((f"{board}: {panel['title']}", target["rawSql"]))
+            queries += [
+                (f"alert rule: {t}", q)
+                for t, q in provisioning.sql_of_alert_rules(provisioning.alert_rules())
+            ]
+
+            def timed(reader: psycopg.Connection[object], text: str) -> float:
+                runs = []
+                for _ in range(args.repeat):
+                    t = time.perf_counter()
+                    reader.execute(text.encode()).fetchall()
+                    runs.append((time.perf_counter() - t) * 1000)
+                return statistics.median(runs)
+
+            interval = interval_for(start, end)
+            with psycopg.connect(
+                make_conninfo(url, user=reader_name, password=password), autocommit=True
+            ) as reader:
+                ceiling = timed(
+                    reader,
+                    expand(
+                        "SELECT count(*) FROM reporting.readings WHERE $__timeFilter(time)",
+                        start=start,
+                        end=end,
+                    ),
+                )
+                print(f"ceiling (bare count of the range's readings): {ceiling:8.1f} ms")
+                print(
+                    f"{'median ms':>10}  {'budget':>6}  panel ({args.repeat} runs, $__interval={interval}, All selected)"
+                )
+                over = 0
+                for title, raw in queries:
+                    ms = timed(
+                        reader, expand(raw, start=start, end=end, interval=interval, variables=variables)
+                    )
+                    verdict = "ok" if ms <= BUDGET_MS else "OVER"
+                    over += verdict == "OVER"
+                    print(f"{ms:10.1f}  {verdict:>6}  {title}")
+            print(f"{len(queries)} queries, {over} over the {BUDGET_MS:.0f} ms budget")
+        finally:
+            with psycopg.connect(db.admin_url(), autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader_name)))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from yoyo import get_backend, read_migrations
 
@@ -43,3 +48,45 @@ def pending_migrations(url: str | None = None) -> list[str]:
     """Lists migrations not yet applied."""
     backend = get_backend(_yoyo_url(url or get_settings().database_url))
     return [m.id for m in backend.to_apply(read_migrations(str(Path(str(MIGRATIONS)))))]
+
+
+# --- scratch databases (tests, benchmarks) ---------------------------------------------------------
+def admin_url(url: str | None = None) -> str:
+    """Where to CREATE/DROP DATABASE: AGRITRACE_DATABASE_ADMIN_URL, else the server's `postgres`."""
+    base = (url or get_settings().database_url).rsplit("/", 1)[0]
+    return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base + "/postgres"
+
+
+def create_database(name: str) -> str:
+    """Creates and migrates database `name` beside the configured one (from template1, which has
+    TimescaleDB); returns its URL."""
+    admin = admin_url()
+    # CREATE DATABASE fails while another session copies or uses template1 (a parallel test run or
+    # benchmark creating its own database): wait and try again.
+    for attempt in range(30):
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
+            break
+        except psycopg.errors.ObjectInUse:
+            if attempt == 29:
+                raise
+            time.sleep(0.5)
+    url = get_settings().database_url.rsplit("/", 1)[0] + "/" + name
+    migrate(url)
+    return url
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(name: str, *, keep: bool = False) -> Iterator[str]:
+    """A migrated database of its own for a test run or benchmark; dropped at the end unless `keep`."""
+    try:
+        yield create_database(name)
+    finally:
+        if not keep:
+            drop_database(name)

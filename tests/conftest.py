@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from psycopg import sql
 
 from agritrace import db
-from agritrace.settings import Settings, get_settings
+from agritrace.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def _admin_url(base: Settings) -> str:
-    return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base.database_url.rsplit("/", 1)[0] + "/postgres"
-
-
-def _create_database(admin_url: str, name: str) -> None:
-    # CREATE DATABASE fails while another session copies or uses template1 (a parallel test run or
-    # benchmark creating its own database): wait and try again.
-    for attempt in range(30):
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-            return
-        except psycopg.errors.ObjectInUse:
-            if attempt == 29:
-                raise
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,18 +22,13 @@ def database() -> Iterator[str]:
     """A database of its own for this test run, so runs never see each other's or the demo's data."""
     os.environ.setdefault("AGRITRACE_ENV_FILE", str(REPO / ".local" / "agritrace.env"))
     get_settings.cache_clear()
-    base = get_settings()
     name = f"agritrace_test_{secrets.token_hex(4)}"
-    admin_url = _admin_url(base)
-    _create_database(admin_url, name)
-    url = base.database_url.rsplit("/", 1)[0] + "/" + name
+    url = db.create_database(name)
     os.environ["AGRITRACE_DATABASE_URL"] = url
     get_settings.cache_clear()
-    db.migrate(url)
     yield url
     get_settings.cache_clear()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    db.drop_database(name)
 
 
 def _data_tables(conn: db.Conn) -> list[str]:
