@@ -7,6 +7,8 @@ Adding an endpoint = one line in CASES:
 where the lambda builds the URL for an object owned by tenant `t` (the caller's own cooperative for
 `own`, admin and regulator; the other cooperative for `other`). If the route needs a kind of object
 the Tenant does not have yet (a batch, a code), add a field to Tenant and create it in make_tenant.
+A route that acts on the gateway's broker client (disable, rotate) says `broker=True`: only those
+cases provision real broker clients for their tenants.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class Case:
     url: Callable[[Tenant], str]
     expect: dict[str, int]
     body: Callable[[Tenant], Any] | None = field(default=None)
+    # The route changes the tenant gateway's broker client: provision a real one (three dynamic-
+    # security round trips, most of a world's set-up time), not just the gateway's row.
+    broker: bool = False
 
 
 def public(status: int = 200) -> dict[str, int]:
@@ -274,18 +279,21 @@ CASES += [
         "/api/v1/gateways/{gateway_id}/disable",
         lambda t: f"/api/v1/gateways/{t.gateway_id}/disable",
         tenant_write(),
+        broker=True,
     ),
     Case(
         "POST",
         "/api/v1/gateways/{gateway_id}/enable",
         lambda t: f"/api/v1/gateways/{t.gateway_id}/enable",
         tenant_write(),
+        broker=True,
     ),
     Case(
         "POST",
         "/api/v1/gateways/{gateway_id}/credentials",
         lambda t: f"/api/v1/gateways/{t.gateway_id}/credentials",
         tenant_write(),
+        broker=True,
     ),
     Case(
         "GET",
@@ -433,13 +441,19 @@ CASES += [
 # ---- end of devices and trace routes ----
 
 
-def make_tenant(conn: Conn) -> Tenant:
+def make_tenant(conn: Conn, *, broker_client: bool) -> Tenant:
     name = f"coop-{secrets.token_hex(4)}"
     coop = conn.execute("INSERT INTO cooperatives (name) VALUES (%s) RETURNING id", (name,)).fetchone()
     assert coop is not None
     gw = f"gw-{secrets.token_hex(4)}"
-    _PROVISIONED.append(gw)
-    devices_service.create_gateway(conn, dynsec=_DYNSEC[0], cooperative_id=coop["id"], gateway_id=gw)
+    if broker_client:
+        _PROVISIONED.append(gw)
+        devices_service.create_gateway(conn, dynsec=_DYNSEC[0], cooperative_id=coop["id"], gateway_id=gw)
+    else:
+        conn.execute(
+            "INSERT INTO gateways (id, cooperative_id, credentials_issued_at) VALUES (%s, %s, now())",
+            (gw, coop["id"]),
+        )
     ch = conn.execute(
         "INSERT INTO channels (gateway_id, name, unit) VALUES (%s, 'coldroom/temp', 'Cel') RETURNING id",
         (gw,),
@@ -473,8 +487,8 @@ def make_tenant(conn: Conn) -> Tenant:
     )  # fmt: skip
 
 
-def make_world(conn: Conn) -> World:
-    a, b = make_tenant(conn), make_tenant(conn)
+def make_world(conn: Conn, *, broker_clients: bool = False) -> World:
+    a, b = make_tenant(conn, broker_client=broker_clients), make_tenant(conn, broker_client=broker_clients)
     revoked = tokens.issue(conn, role="admin")
     tokens.revoke(conn, token_id=revoked["id"])
     # Admin role for the expired and revoked tokens: a 401 then cannot be mistaken for a role's 403.
@@ -542,7 +556,7 @@ def test_every_route_has_a_matrix_entry(client: TestClient) -> None:
 def test_route_answers_each_caller_with_the_expected_status(
     client: TestClient, conn: Conn, case: Case, persona: str
 ) -> None:
-    world = make_world(conn)
+    world = make_world(conn, broker_clients=case.broker)
     owner = world.b if persona == "other" else world.a
     token = world.bearer[persona]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
