@@ -8,16 +8,18 @@ missing one), configuration shared by everyone (profiles, rules, webhooks) throu
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, status
 
 from agritrace.api import problems
-from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep, StaffDep
+from agritrace.api.deps import ConnDep, PrincipalDep, Scope, ScopeDep, StaffDep
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, page
 from agritrace.api.tokens import Principal
 from agritrace.coldchain import notify, profiles, schemas, service, summary
+from agritrace.db import Conn
 from agritrace.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1", tags=["cold chain"], responses=problems.AUTH_RESPONSES)
@@ -43,6 +45,21 @@ NoteBody = Annotated[
 def _actor(principal: Principal) -> str:
     """How an alert's history names a person acting through the API."""
     return f"{principal.role}:token-{principal.token_id}"
+
+
+def _step(
+    action: Callable[..., object],
+    alert_id: int,
+    conn: Conn,
+    scope: Scope,
+    principal: Principal,
+    comment: str | None,
+) -> dict[str, Any]:
+    """A person moves an alert along its lifecycle (acknowledge, resolve); returns it as it now is."""
+    action(
+        conn, alert_id=alert_id, actor=_actor(principal), cooperative_id=scope.cooperative_id, comment=comment
+    )
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
 def _after(cursor: str | None) -> tuple[datetime, int] | None:
@@ -126,14 +143,7 @@ def acknowledge(
     alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
     """Acknowledges an open alert (someone is on it); 409 when it is not open."""
-    service.acknowledge(
-        conn,
-        alert_id=alert_id,
-        actor=_actor(principal),
-        cooperative_id=scope.cooperative_id,
-        comment=body.comment if body else None,
-    )
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
+    return _step(service.acknowledge, alert_id, conn, scope, principal, body.comment if body else None)
 
 
 @router.post(
@@ -146,14 +156,7 @@ def resolve(
     alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
     """Resolves an open or acknowledged alert by hand; 409 when it is already closed."""
-    service.resolve(
-        conn,
-        alert_id=alert_id,
-        actor=_actor(principal),
-        cooperative_id=scope.cooperative_id,
-        comment=body.comment if body else None,
-    )
-    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
+    return _step(service.resolve, alert_id, conn, scope, principal, body.comment if body else None)
 
 
 @router.post(
