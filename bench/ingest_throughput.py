@@ -51,9 +51,10 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def rss_peak_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmHWM") -> int:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -68,6 +69,9 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the end-to-end phase (worker memory over a long run)"
+    )
     args = parser.parse_args()
 
     tag = secrets.token_hex(3)
@@ -75,7 +79,6 @@ def main() -> None:
         url = stack.enter_context(scratch_database(f"agritrace_bench_{tag}"))
         gws = stack.enter_context(gateways(url, [f"bench-{tag}-{i}" for i in range(args.gateways)]))
         start = time.time() - 20 * 86400  # inside the accepted window, clear of "now"
-        jobs = [(gw, pw, packs_for(gw, args.packs, start)) for gw, pw in gws]
         total = args.gateways * args.packs * CHANNELS * INSTANTS
 
         # Raw ceiling: the same rows, binary COPY into the same hypertable, 10,000 rows per COPY.
@@ -110,19 +113,28 @@ def main() -> None:
             conn.commit()
         del rows
 
-        workers = stack.enter_context(ingest_workers(process_env(url, tag), args.workers))
+        env = process_env(url, tag)
+        workers = stack.enter_context(ingest_workers(env, args.workers))
         wait_subscribed(url, gws[0], start)
         base_count = count(url)
 
-        # End-to-end: packs of 50 from every gateway at once.
+        # End-to-end: packs of 50 from every gateway at once (each round later in time than the last).
         worker_pids = [w.pid for w in workers]
-        cpu0 = cpu_seconds(worker_pids)
-        t0 = time.perf_counter()
-        publish_parallel(jobs, args.publishers)
-        t1 = wait_count(url, base_count + total)
-        e2e = total / (t1 - t0)
-        worker_us = (cpu_seconds(worker_pids) - cpu0) / total * 1e6
-        del jobs
+        rates: list[float] = []
+        cpu: list[float] = []
+        rss_rounds: list[list[int]] = []
+        for r in range(args.rounds):
+            jobs = [(gw, pw, packs_for(gw, args.packs, start + r * args.packs * INSTANTS)) for gw, pw in gws]
+            cpu0 = cpu_seconds(worker_pids)
+            t0 = time.perf_counter()
+            publish_parallel(jobs, args.publishers)
+            t1 = wait_count(url, base_count + (r + 1) * total, env=env, workers=args.workers)
+            rates.append(total / (t1 - t0))
+            cpu.append((cpu_seconds(worker_pids) - cpu0) / total * 1e6)
+            rss_rounds.append([rss_kib(pid, "VmRSS") for pid in worker_pids])
+            del jobs
+        e2e, worker_us = statistics.median(rates), statistics.median(cpu)
+        rss_warm = rss_rounds[0]
 
         # Single-reading messages.
         per_gw = args.singles // args.gateways
@@ -140,7 +152,7 @@ def main() -> None:
         before = count(url)
         t0 = time.perf_counter()
         publish_parallel(singles, args.publishers)
-        t1 = wait_count(url, before + per_gw * args.gateways)
+        t1 = wait_count(url, before + per_gw * args.gateways, env=env, workers=args.workers)
         msg_rate = per_gw * args.gateways / (t1 - t0)
 
         # Latency at half the single-message rate: each reading's time is its publish time and its
@@ -190,7 +202,8 @@ def main() -> None:
         lat = sorted([*visible.values(), *[float("inf")] * (n - len(visible))])
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[int(len(lat) * 0.99) - 1] if lat else float("nan")
-        rss = [rss_peak_kib(w.pid) for w in workers]
+        rss = [rss_kib(w.pid) for w in workers]
+        rss_end = [rss_kib(w.pid, "VmRSS") for w in workers]
         with psycopg.connect(url) as cconn:
             stored = cconn.execute(
                 "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id WHERE c.name = 'latency'"
@@ -201,12 +214,26 @@ def main() -> None:
         print(
             f"  end-to-end (packs of 50)  {e2e:12,.0f} readings/s   ratio {e2e / ceiling:.2f} (target >= 0.5; >= 100,000/s)"
         )
+        if args.rounds > 1:
+            print(f"  rounds (readings/s)       {', '.join(f'{x:,.0f}' for x in rates)} (median above)")
+            print(
+                "  worker RSS after each round  "
+                + "; ".join(", ".join(f"{k / 1024:.0f}" for k in rnd) for rnd in rss_rounds)
+                + " MiB"
+            )
         print(f"  worker CPU per reading    {worker_us:12.2f} us (both workers, packs of 50)")
         print(f"  single-reading messages   {msg_rate:12,.0f} messages/s (target >= 5,000)")
         print(
             f"  latency at {half:,.0f} msg/s  p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms over {len(lat)} seen in time, {stored[0] if stored else 0} of {n} stored (target p99 < 1 s)"
         )
         print(f"  worker peak RSS           {', '.join(f'{r / 1024:.0f} MiB' for r in rss)}")
+        # Flat memory: what each worker holds after the first million readings, and after the rest.
+        print(
+            "  worker RSS after packs / at the end  "
+            + ", ".join(
+                f"{a / 1024:.0f} / {b / 1024:.0f} MiB" for a, b in zip(rss_warm, rss_end, strict=True)
+            )
+        )
         print(f"  readings                  {total:,} in packs, {per_gw * args.gateways:,} single")
 
 

@@ -67,6 +67,11 @@ class Batch:
     statuses: list[tuple[str, bool, datetime]] = field(default_factory=list)
     dead: list[tuple[str, str | None, str, str, bytes]] = field(default_factory=list)
     gateways: set[str] = field(default_factory=set)
+    # Prepared by the parsing thread (`Worker._prepare`), so the writer thread only talks to the
+    # database: the readings as a binary COPY stream, each channel's newest (time, value) and oldest time.
+    stream: bytes = b""
+    newest: dict[int, tuple[int, float]] = field(default_factory=dict)
+    oldest: dict[int, int] = field(default_factory=dict)
 
 
 def parse_status(payload: bytes) -> bool:
@@ -125,11 +130,11 @@ class _Stopping(Exception):
 class Worker:
     """One ingest worker process: a persistent MQTT session, a parsing thread and a writing thread.
 
-    Three threads, so that no core waits for another: paho's network thread puts messages in the
-    inbox; the main thread parses them into batches; the writer thread commits each batch and then
-    acks its messages. While the writer waits for PostgreSQL, the next batch is being parsed. The
-    hand-over queue holds one batch, so acks stay in the order the messages arrived (MQTT 5
-    section 4.6) and at most three batches are in flight.
+    Three threads, so that PostgreSQL never waits for Python: paho's network thread puts messages
+    in the inbox; the main thread parses them into batches, registers new channels and encodes the
+    batch as a binary COPY stream; the writer thread only writes: COPY, latest values, commit, then
+    the acks. While it waits for PostgreSQL, the next batch is being prepared. The hand-over queue
+    is first in, first out, so acks stay in the order the messages arrived (MQTT 5 section 4.6).
     """
 
     def __init__(self, settings: Settings, *, worker_id: int) -> None:
@@ -143,7 +148,7 @@ class Worker:
         self._channels: dict[str, dict[str, int]] = {}  # gateway -> resolved name -> channel id
         self._conn: db.Conn | None = None  # the writer thread's
         self._lookup: db.Conn | None = None  # the main thread's (autocommit): is a gateway registered?
-        self._to_writer: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self._to_writer: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self.client = new_client(
             self.client_id,
             username=settings.mqtt_ingest_username,
@@ -196,6 +201,7 @@ class Worker:
             while not self.stop.is_set():
                 try:
                     batch = self._collect()
+                    self._prepare(batch)
                 except _Stopping:  # the batch in hand is not acked: the broker redelivers it
                     break
                 if batch.messages:
@@ -231,8 +237,9 @@ class Worker:
             return batch
         deadline = first.arrived + s.ingest_flush_interval
         self._add(batch, first)
-        # At most half the in-flight window per batch: the broker keeps sending while a batch is written.
-        max_messages = max(1, s.ingest_receive_maximum // 2)
+        # At most a quarter of the in-flight window per batch (one being written, two queued, one
+        # being parsed): the broker keeps sending while batches wait for their commit.
+        max_messages = max(1, s.ingest_receive_maximum // 4)
         while batch.readings < s.ingest_batch_readings and len(batch.messages) < max_messages:
             # Whatever already waits joins the batch even when the deadline has passed (messages
             # that arrived during the previous commit); only waiting for more is bounded by it.
@@ -291,22 +298,40 @@ class Worker:
                 time.sleep(1)
         return None
 
+    def _lookup_conn(self) -> db.Conn:
+        """The parsing thread's autocommit connection (registered gateways, new channels)."""
+        if self._lookup is None or self._lookup.closed:
+            self._lookup = self._open(autocommit=True)
+            if self._lookup is None:
+                raise _Stopping
+        return self._lookup
+
     def _gateway_known(self, gateway: str) -> bool:
         if gateway in self._known_gateways:
             return True
         while True:
-            if self._lookup is None or self._lookup.closed:
-                self._lookup = self._open(autocommit=True)
-                if self._lookup is None:
-                    raise _Stopping
+            conn = self._lookup_conn()
             try:
-                row = self._lookup.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
+                row = conn.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
                 break
             except psycopg.OperationalError:
-                self._lookup.close()
+                conn.close()
         if row is not None:
             self._known_gateways.add(gateway)
         return row is not None
+
+    def _prepare(self, batch: Batch) -> None:
+        """Registers the batch's new channels and encodes its readings (parsing thread)."""
+        if not batch.packs:
+            return
+        while True:
+            conn = self._lookup_conn()
+            try:
+                self._register_channels(conn, batch)
+                break
+            except psycopg.OperationalError:
+                conn.close()
+        batch.stream, batch.newest, batch.oldest = encode_readings(batch.packs, self._channels)
 
     def _commit(self, batch: Batch) -> None:
         """Writes the batch in one transaction, retrying on lost connections, then acks its messages."""
@@ -353,6 +378,7 @@ class Worker:
             for msg in batch.messages:
                 single = Batch()
                 self._add(single, msg, count=False)
+                self._prepare(single)
                 self._commit(single)
             return
         (msg,) = batch.messages
@@ -369,7 +395,9 @@ class Worker:
         )
 
     def _register_channels(self, conn: db.Conn, batch: Batch) -> None:
-        """Registers the batch's channels seen for the first time (own transaction) and caches ids."""
+        """Registers the batch's channels seen for the first time and caches their ids. On the
+        parsing thread's autocommit connection: committed before the readings are written, so a
+        cached id never points at a rolled-back row."""
         missing: dict[tuple[str, str], str | None] = {}
         for gateway, readings in batch.packs:
             known = self._channels.get(gateway, {})
@@ -379,7 +407,6 @@ class Worker:
         if not missing:
             return
         keys = sorted(missing)
-        # Committed on its own, before the readings: a cached id must never point at a rolled-back row.
         conn.execute(
             """INSERT INTO channels (gateway_id, name, unit)
                SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING""",
@@ -390,7 +417,6 @@ class Worker:
                JOIN unnest(%s::text[], %s::text[]) AS m(gateway_id, name) USING (gateway_id, name)""",
             ([k[0] for k in keys], [k[1] for k in keys]),
         ).fetchall()
-        conn.commit()
         for row in rows:
             self._channels.setdefault(row["gateway_id"], {})[row["name"]] = row["id"]
 
@@ -399,14 +425,11 @@ class Worker:
 
         Returns how many readings were new, and the newest reading's time (Unix seconds), if any."""
         inserted, newest_time = 0, None
-        if batch.packs:
-            self._register_channels(conn, batch)
-            stream, newest, oldest = encode_readings(batch.packs, self._channels)
         with conn.transaction():
             if batch.packs:
-                inserted = self._copy_readings(conn, stream, batch.readings)
-                self._update_latest(conn, newest, oldest)
-                newest_time = PG_EPOCH + max(m for m, _v in newest.values()) / 1e6
+                inserted = self._copy_readings(conn, batch.stream, batch.readings)
+                self._update_latest(conn, batch.newest, batch.oldest)
+                newest_time = PG_EPOCH + max(m for m, _v in batch.newest.values()) / 1e6
             if batch.gateways:
                 conn.execute(
                     "UPDATE gateways SET last_seen = now() WHERE id = ANY(%s)", (sorted(batch.gateways),)
