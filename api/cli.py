@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import typer
-import uvicorn
 
 from agritrace import audit
 from agritrace.api import tokens
@@ -32,6 +31,8 @@ def run(
     workers: int = typer.Option(1, min=1, help="Worker processes."),
 ) -> None:
     """Serves the API with uvicorn."""
+    import uvicorn  # here: the other commands (an ingest worker) need neither it nor FastAPI
+
     settings = get_settings()
     uvicorn.run(
         "agritrace.api.app:create_app",

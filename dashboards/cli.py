@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from agritrace.dashboards import provisioning, rollup, service
-from agritrace.dashboards import push as push_service
 from agritrace.db import connect
 
 dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
@@ -34,6 +33,9 @@ def push(
     ),
 ) -> None:
     """Creates or updates every dashboard in a running Grafana (safe to repeat)."""
+    # Imported here: grafana-client (and requests) would slow every other command's start-up.
+    from agritrace.dashboards import push as push_service
+
     for uid in push_service.push(url=url, token=token):
         typer.echo(f"pushed {uid}")
 

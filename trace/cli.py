@@ -19,7 +19,6 @@ from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import demo, epcis
 from agritrace.trace import service as trace_service
-from agritrace.trace.router import label_name
 
 batches_app = typer.Typer(help="Batches: create, recall.", no_args_is_help=True)
 codes_app = typer.Typer(help="Product codes: issue, label sheets.", no_args_is_help=True)
@@ -117,7 +116,9 @@ def codes_labels(
         row = trace_service.get_batch(conn, batch_id=batch)
         labels = trace_codes.list_codes(conn, batch_id=batch)
     with typer.progressbar(length=len(labels), label="labels", file=None) as bar:
-        pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=label_name(row), progress=bar.update)
+        pdf = trace_codes.label_sheet_pdf(
+            labels=labels, product_name=trace_codes.label_name(row), progress=bar.update
+        )
     out.write_bytes(pdf)
     typer.echo(f"{len(labels)} label(s) -> {out}")
 

@@ -314,3 +314,9 @@ def label_sheet_pdf(
     pdf.showPage()
     pdf.save()
     return buf.getvalue()
+
+
+def label_name(batch: dict[str, Any]) -> str:
+    """What a label says above the code: 芒果 · 台农一号 · lot."""
+    name = PRODUCT_NAMES[batch["product"]]["zh"]
+    return " · ".join(x for x in (name, batch["variety"], batch["lot"]) if x)

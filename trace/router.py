@@ -365,18 +365,12 @@ def issue_codes(
 def labels_pdf(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
     batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
     labels = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=label_name(batch))
+    pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=trace_codes.label_name(batch))
     return Response(
         pdf,
         media_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="labels-{batch["lot"]}.pdf"'},
     )
-
-
-def label_name(batch: dict[str, Any]) -> str:
-    """What a label says above the code: 芒果 · 台农一号 · lot."""
-    name = trace_codes.PRODUCT_NAMES[batch["product"]]["zh"]
-    return " · ".join(x for x in (name, batch["variety"], batch["lot"]) if x)
 
 
 @router.post(
