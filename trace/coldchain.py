@@ -194,17 +194,28 @@ def summarize_cached(
 # The page's stored summary (migration 0011): written only while `gen` is still what the page read
 # before computing (custody reopened, late readings, a band edit since then all bump it).
 _STORE_PAGE = """
-INSERT INTO trace_coldchain_pages AS p (batch_id, gen, summary, chart_svg, computed_at)
-VALUES (%(batch)s, %(gen)s, %(summary)s, %(chart)s, now())
+INSERT INTO trace_coldchain_pages AS p (batch_id, gen, summary, series, chart_svg, computed_at)
+VALUES (%(batch)s, %(gen)s, %(summary)s, %(series)s, %(chart)s, now())
 ON CONFLICT (batch_id) DO UPDATE
-   SET summary = EXCLUDED.summary, chart_svg = EXCLUDED.chart_svg, computed_at = EXCLUDED.computed_at
+   SET summary = EXCLUDED.summary, series = EXCLUDED.series, chart_svg = EXCLUDED.chart_svg,
+       computed_at = EXCLUDED.computed_at
  WHERE p.gen = EXCLUDED.gen
 """
 
 
 def store_page_summary(conn: Conn, *, batch_id: int, gen: int, summary: dict[str, Any], chart: str) -> None:
     """Stores a lot's page summary computed after reading `gen` (skipped if invalidated since)."""
-    conn.execute(_STORE_PAGE, {"batch": batch_id, "gen": gen, "summary": Jsonb(summary), "chart": chart})
+    figures = {k: v for k, v in summary.items() if k != "series"}
+    conn.execute(
+        _STORE_PAGE,
+        {
+            "batch": batch_id,
+            "gen": gen,
+            "summary": Jsonb(figures),
+            "series": Jsonb(summary.get("series", [])),
+            "chart": chart,
+        },
+    )
 
 
 # Batches whose page depends on custody readings and that have no stored summary covering that

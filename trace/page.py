@@ -32,7 +32,10 @@ CERTIFICATE_NAMES = {
 # the batch's GTIN and lot. The counterfeit-flag figures (scans and places within FLAG_WINDOW) are
 # read only for codes already scanned more than FLAG_MAX_PLACES times; they do not see this scan's
 # own row (a data-modifying CTE's rows are invisible to its statement), so it is added by hand.
-_VIEW = """
+# `custody_ended`: whether every custody interval of the history has ended (none at all counts): only
+# then may the summary be stored. The HTML page draws the stored chart and does not read the chart's
+# series (`series`: reading and parsing them was a tenth of a view's cost).
+_VIEW_SQL = """
 WITH RECURSIVE cfg AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
 u AS (
     UPDATE codes c SET scan_count = c.scan_count + 1, last_scan_at = now(),
@@ -91,13 +94,16 @@ SELECT u.*, (SELECT v FROM cfg) AS sync,
         'standard', i.standard, 'laboratory', i.laboratory, 'passed', i.passed, 'details', i.details)
         ORDER BY i.inspected_at DESC), '[]')
      FROM inspections i WHERE i.batch_id IN (SELECT id FROM hist)) AS inspections,
-  p.gen AS cold_gen, p.summary AS cold_summary, p.chart_svg AS cold_chart,
-  -- Whether every custody interval of the history has ended (none at all counts): only then may
-  -- the summary be stored.
+  p.gen AS cold_gen, p.summary AS cold_summary, CASE WHEN %(series)s THEN p.series END AS cold_series,
+  p.chart_svg AS cold_chart,
   NOT EXISTS (SELECT 1 FROM batch_custody k WHERE k.batch_id IN (SELECT id FROM hist)
                  AND (k.ended_at IS NULL OR k.ended_at > now())) AS custody_ended
   FROM u LEFT JOIN trace_coldchain_pages p ON p.batch_id = u.batch_id
 """
+# psycopg caches the parsing of a query's placeholders only up to 4096 characters (parsing this
+# one cost ~0.3 ms per view): the statement is sent with its whitespace collapsed (no -- comments in it).
+_VIEW = " ".join(_VIEW_SQL.split())
+assert "--" not in _VIEW and len(_VIEW) <= 4096, "the view statement outgrew psycopg's query cache"
 
 
 def _local(value: datetime | None) -> str | None:
@@ -112,8 +118,11 @@ def scan_view(
     user_agent: str | None,
     gtin: str | None = None,
     lot: str | None = None,
+    series: bool = True,
 ) -> dict[str, Any]:
     """Logs a scan of an issued code and returns everything the page shows about it (one statement).
+
+    `series=False` leaves the cold chain's chart series out (the HTML page draws the stored chart).
 
     CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match);
     a code whose scans look copied is flagged (`codes.record_scan` does the same for other callers)."""
@@ -128,6 +137,7 @@ def scan_view(
             "ua": trace_codes.ua_family(user_agent),
             "flag_places": trace_codes.FLAG_MAX_PLACES,
             "flag_window": trace_codes.FLAG_WINDOW,
+            "series": series,
         },
     ).fetchone()
     if row is None:
@@ -145,7 +155,10 @@ def scan_view(
 def _cold_chain(conn: Conn, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The stored summary when there is one; else computed, and stored when every custody has ended."""
     if row["cold_summary"] is not None:
-        return row["cold_summary"], row["cold_chart"]
+        series = row["cold_series"]
+        return (
+            {**row["cold_summary"], "series": series} if series is not None else row["cold_summary"]
+        ), row["cold_chart"]
     product, history = row["batch"]["product"], list(row["history_ids"])
     if not row["custody_ended"]:
         # Still in a cold room: changes with every reading; each process reuses it for a minute.

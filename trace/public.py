@@ -66,11 +66,23 @@ def _image(media: str, example: str) -> dict[int | str, dict[str, Any]]:
 
 
 def _scan_view(
-    conn: Conn, request: Request, code: str, *, gtin: str | None = None, lot: str | None = None
+    conn: Conn,
+    request: Request,
+    code: str,
+    *,
+    gtin: str | None = None,
+    lot: str | None = None,
+    series: bool = True,
 ) -> dict[str, Any]:
     client = request.client.host if request.client else None
     return page.scan_view(
-        conn, serial=code, ip=client, user_agent=request.headers.get("user-agent"), gtin=gtin, lot=lot
+        conn,
+        serial=code,
+        ip=client,
+        user_agent=request.headers.get("user-agent"),
+        gtin=gtin,
+        lot=lot,
+        series=series,
     )
 
 
@@ -98,7 +110,7 @@ def _page(
         # no BEGIN/COMMIT round trips around it.
         conn.autocommit = True
         try:
-            return _html(_scan_view(conn, request, code, gtin=gtin, lot=lot), language)
+            return _html(_scan_view(conn, request, code, gtin=gtin, lot=lot, series=False), language)
         except CodeNotFound:
             return _not_found(language)
         finally:

@@ -17,10 +17,13 @@
 CREATE TABLE trace_coldchain_pages (
     batch_id     bigint PRIMARY KEY REFERENCES batches (id) ON DELETE CASCADE,
     gen          bigint NOT NULL DEFAULT 0,
+    -- The figures and verdict (what the HTML page shows), the chart's series apart (only the JSON
+    -- view returns them; kept out of the small row the page reads), and the chart itself.
     summary      jsonb,
+    series       jsonb,
     chart_svg    text,
     computed_at  timestamptz,
-    CHECK ((summary IS NULL) = (chart_svg IS NULL))
+    CHECK ((summary IS NULL) = (chart_svg IS NULL) AND (summary IS NULL) = (series IS NULL))
 );
 
 -- Bumps the batches and everything downstream of them (an upsert: a batch never viewed gets a row
@@ -34,7 +37,8 @@ CREATE FUNCTION trace_coldchain_invalidate(ids bigint[]) RETURNS void LANGUAGE s
     INSERT INTO trace_coldchain_pages AS p (batch_id, gen)
     SELECT DISTINCT id, 1 FROM down WHERE id IS NOT NULL AND EXISTS (SELECT 1 FROM batches b WHERE b.id = down.id)
     ORDER BY 1
-    ON CONFLICT (batch_id) DO UPDATE SET gen = p.gen + 1, summary = NULL, chart_svg = NULL, computed_at = NULL
+    ON CONFLICT (batch_id) DO UPDATE SET gen = p.gen + 1, summary = NULL, series = NULL, chart_svg = NULL,
+                                          computed_at = NULL
 $$;
 
 -- Statement-level with transition tables: a bulk load of custody or lineage is one invalidation.

@@ -29,7 +29,9 @@ def _page(client: TestClient, lot: dict[str, Any]) -> dict[str, Any]:
 
 def _stored(conn: Conn, batch_id: int) -> dict[str, Any] | None:
     return conn.execute(
-        "SELECT gen, summary FROM trace_coldchain_pages WHERE batch_id = %s", (batch_id,)
+        """SELECT gen, summary || jsonb_build_object('series', series) AS summary
+             FROM trace_coldchain_pages WHERE batch_id = %s""",
+        (batch_id,),
     ).fetchone()
 
 
