@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import ConnectionPool
 
 from agritrace import __version__
 from agritrace.api import audit_router, health, problems, protection, token_router
@@ -36,17 +36,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open=False,
     )
     pool.open(wait=False)
-    # The consumer page (the busiest route, issue 5) runs its one statement on the event loop: a
-    # thread-pool hop cost more than the rest of the request's Python. Autocommit: the statement is
-    # its own transaction, with no BEGIN/COMMIT round trips.
-    apool = AsyncConnectionPool(
-        settings.database_url,
-        min_size=1,
-        max_size=settings.database_pool_max,
-        kwargs={"row_factory": dict_row, "autocommit": True},
-        open=False,
-    )
-    await apool.open(wait=False)
     # One broker session per API process: health, gateway provisioning, notifications.
     broker = new_client(
         # Unique per lifespan, not just per process: two sessions with one client id would take
@@ -58,14 +47,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=30)
     broker.loop_start()
     app.state.pool = pool
-    app.state.apool = apool
     app.state.broker = broker
     try:
         yield
     finally:
         broker.disconnect()
         broker.loop_stop()
-        await apool.close()
         pool.close()
 
 

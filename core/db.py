@@ -14,7 +14,6 @@ from agritrace.settings import get_settings
 
 # Every connection returns rows as dicts.
 Conn: TypeAlias = psycopg.Connection[dict[str, Any]]
-AsyncConn: TypeAlias = psycopg.AsyncConnection[dict[str, Any]]
 
 MIGRATIONS = resources.files("agritrace") / "migrations"
 

@@ -186,12 +186,12 @@ def flag_reason(*, scans: int, places: int) -> str | None:
     return None
 
 
-FLAG = "UPDATE codes SET flagged_at = now(), flag_reason = %s WHERE serial = %s RETURNING flagged_at"
-
-
 def flag(conn: Conn, *, serial: str, reason: str) -> dict[str, Any]:
     """Flags a code as possibly counterfeit; returns the new `flagged_at` and `flag_reason`."""
-    flagged = conn.execute(FLAG, (reason, serial)).fetchone()
+    flagged = conn.execute(
+        "UPDATE codes SET flagged_at = now(), flag_reason = %s WHERE serial = %s RETURNING flagged_at",
+        (reason, serial),
+    ).fetchone()
     assert flagged is not None
     return {"flagged_at": flagged["flagged_at"], "flag_reason": reason}
 

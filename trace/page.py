@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agritrace.db import AsyncConn, Conn
+from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import coldchain
 from agritrace.trace.exceptions import BatchNotFound, CodeNotFound
@@ -110,32 +110,6 @@ def _local(value: datetime | None) -> str | None:
     return value.astimezone(DISPLAY_TZ).isoformat() if value else None
 
 
-def _params(
-    *, serial: str, ip: str | None, user_agent: str | None, gtin: str | None, lot: str | None, series: bool
-) -> dict[str, Any]:
-    return {
-        "serial": trace_codes.normalize_scan(serial=serial, gtin=gtin, lot=lot),
-        "gtin": gtin.zfill(14) if gtin is not None else None,
-        "lot": lot,
-        "place": trace_codes.place_hash(ip),
-        "ua": trace_codes.ua_family(user_agent),
-        "flag_places": trace_codes.FLAG_MAX_PLACES,
-        "flag_window": trace_codes.FLAG_WINDOW,
-        "series": series,
-    }
-
-
-def _checked(row: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
-    """The view row and, when its scans now look copied, why the code is to be flagged."""
-    if row is None:
-        raise CodeNotFound("this is not a code we issued")
-    if row["batch"] is None:
-        raise BatchNotFound("the batch of this code is gone")
-    stats = row["flag_stats"]
-    reason = trace_codes.flag_reason(scans=stats["scans"], places=stats["places"]) if stats else None
-    return row, reason
-
-
 def scan_view(
     conn: Conn,
     *,
@@ -152,49 +126,39 @@ def scan_view(
 
     CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match);
     a code whose scans look copied is flagged (`codes.record_scan` does the same for other callers)."""
-    params = _params(serial=serial, ip=ip, user_agent=user_agent, gtin=gtin, lot=lot, series=series)
-    row, reason = _checked(conn.execute(_VIEW, params).fetchone())
-    if reason:
-        row = {**row, **trace_codes.flag(conn, serial=params["serial"], reason=reason)}
-    return view(conn, row)
+    canonical = trace_codes.normalize_scan(serial=serial, gtin=gtin, lot=lot)
+    row = conn.execute(
+        _VIEW,
+        {
+            "serial": canonical,
+            "gtin": gtin.zfill(14) if gtin is not None else None,
+            "lot": lot,
+            "place": trace_codes.place_hash(ip),
+            "ua": trace_codes.ua_family(user_agent),
+            "flag_places": trace_codes.FLAG_MAX_PLACES,
+            "flag_window": trace_codes.FLAG_WINDOW,
+            "series": series,
+        },
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
+    if row["batch"] is None:
+        raise BatchNotFound("the batch of this code is gone")
+    stats = row["flag_stats"]
+    if stats is not None:
+        reason = trace_codes.flag_reason(scans=stats["scans"], places=stats["places"])
+        if reason:
+            row = {**row, **trace_codes.flag(conn, serial=canonical, reason=reason)}
+    return _view(conn, row)
 
 
-async def scan_row(
-    aconn: AsyncConn,
-    *,
-    serial: str,
-    ip: str | None,
-    user_agent: str | None,
-    gtin: str | None = None,
-    lot: str | None = None,
-    series: bool = True,
-) -> dict[str, Any]:
-    """`scan_view`'s statement on an asynchronous connection (the HTML page: no thread-pool hop);
-    returns the row for `view`, which needs a (synchronous) connection only when `needs_summary`."""
-    params = _params(serial=serial, ip=ip, user_agent=user_agent, gtin=gtin, lot=lot, series=series)
-    cur = await aconn.execute(_VIEW, params)
-    row, reason = _checked(await cur.fetchone())
-    if reason:
-        cur = await aconn.execute(trace_codes.FLAG, (reason, params["serial"]))
-        flagged = await cur.fetchone()
-        assert flagged is not None
-        row = {**row, "flagged_at": flagged["flagged_at"], "flag_reason": reason}
-    return row
-
-
-def needs_summary(row: dict[str, Any]) -> bool:
-    """Whether the view row has no stored cold-chain summary (`view` then queries the readings)."""
-    return row["cold_summary"] is None
-
-
-def _cold_chain(conn: Conn | None, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _cold_chain(conn: Conn, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The stored summary when there is one; else computed, and stored when every custody has ended."""
     if row["cold_summary"] is not None:
         series = row["cold_series"]
         return (
             {**row["cold_summary"], "series": series} if series is not None else row["cold_summary"]
         ), row["cold_chart"]
-    assert conn is not None, "a view without a stored summary needs a connection"
     product, history = row["batch"]["product"], list(row["history_ids"])
     if not row["custody_ended"]:
         # Still in a cold room: changes with every reading; each process reuses it for a minute.
@@ -214,8 +178,7 @@ def _cold_chain(conn: Conn | None, row: dict[str, Any]) -> tuple[dict[str, Any],
     return summary, chart
 
 
-def view(conn: Conn | None, row: dict[str, Any]) -> dict[str, Any]:
-    """The page's view from the statement's row (`conn` may be None unless `needs_summary(row)`)."""
+def _view(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
     batch = row["batch"]
     cold, chart = _cold_chain(conn, row)
     warnings = []
