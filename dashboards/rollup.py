@@ -41,6 +41,14 @@ SELECT x.channel_id, time_bucket('15 minutes', x.time), count(*), sum(x.value), 
  GROUP BY 1, 2
 """
 
+# Custody still open is never stored (the page summarises it live), so only ended custody counts.
+# b0 reaches back to the reading before the new ones: its duration ends at the first new reading.
+_LATE_FOR_TRACE_PAGES = """
+SELECT trace_coldchain_invalidate(ARRAY(
+    SELECT DISTINCT k.batch_id FROM batch_custody k JOIN rollup_starts s ON s.channel_id = k.channel_id
+     WHERE k.ended_at > s.b0))
+"""
+
 
 def run_once(conn: Conn) -> int:
     """Re-rolls every channel marked since the last run; returns how many channels were rolled."""
@@ -74,6 +82,9 @@ def run_once(conn: Conn) -> int:
                 WHERE m.channel_id = s.channel_id AND m.bucket >= s.b0"""
         )
         conn.execute(_ROLL)
+        # The consumer pages' stored cold-chain summaries (trace_coldchain_pages, migration 0011)
+        # of lots whose ended custody these readings fall into are stale now: late readings.
+        conn.execute(_LATE_FOR_TRACE_PAGES)
     return claimed
 
 

@@ -20,9 +20,11 @@ from agritrace.db import Conn
 # Time outside the band tolerated before the verdict becomes an excursion (short door openings).
 TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
-# The summary is the costly part of a page view (a pass over the readings), and a popular lot is
-# scanned by many shoppers at once: each process keeps it this long. Readings arriving late and
-# edited profiles show up within this delay; recalls, certificates and events are always read fresh.
+# The summary is the costly part of a page view (a pass over the readings). Once every custody
+# interval of a lot has ended it is stored in the database (trace_coldchain_pages, invalidated by
+# changes, see migration 0011); while the lot is still in custody each process keeps it this long.
+# Readings arriving late and edited profiles show up within this delay; recalls, certificates and
+# events are always read fresh.
 CACHE_SECONDS = 60.0
 CACHE_MAX_ENTRIES = 20_000
 _cache: dict[tuple[str, tuple[int, ...]], tuple[float, dict[str, Any], str]] = {}
@@ -151,33 +153,69 @@ SELECT s.summary, s.chart_svg
 """
 
 
-def summarize_cached(
+def summarize_stored_or_live(
     conn: Conn, *, product: str, batch_ids: list[int], batch_id: int | None = None
 ) -> tuple[dict[str, Any], str]:
-    """The summary as JSON and its chart as SVG, reusing a result younger than CACHE_SECONDS in this process.
+    """The summary as JSON and its chart as SVG, computed now from the readings.
 
-    `batch_id` (the lot whose history `batch_ids` is) lets a stored summary stand in for readings
-    that retention has dropped."""
-    key = (product, tuple(batch_ids))
-    now = time.monotonic()
-    hit = _cache.get(key)
-    if hit is not None and hit[0] > now:
-        return hit[1], hit[2]
+    `batch_id` (the lot whose history `batch_ids` is) lets a stored retention summary
+    (batch_coldchain_summaries) stand in for readings that retention has dropped."""
     stored = (
         conn.execute(_STORED, {"batch": batch_id, "history": batch_ids}).fetchone()
         if batch_id is not None
         else None
     )
     if stored is not None:
-        summary, chart = stored["summary"], stored["chart_svg"]
-    else:
-        cold = summarize(conn, product=product, batch_ids=batch_ids)
-        summary, chart = cold.as_json(), chart_svg(cold)
+        return stored["summary"], stored["chart_svg"]
+    cold = summarize(conn, product=product, batch_ids=batch_ids)
+    return cold.as_json(), chart_svg(cold)
+
+
+def summarize_cached(
+    conn: Conn, *, product: str, batch_ids: list[int], batch_id: int | None = None
+) -> tuple[dict[str, Any], str]:
+    """`summarize_stored_or_live`, reusing a result younger than CACHE_SECONDS in this process.
+
+    For lots still in custody (their summary changes with every reading); ended custody is stored
+    in the database instead (`store_page_summary`)."""
+    key = (product, tuple(batch_ids))
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1], hit[2]
+    summary, chart = summarize_stored_or_live(conn, product=product, batch_ids=batch_ids, batch_id=batch_id)
     with _cache_lock:
         if len(_cache) >= CACHE_MAX_ENTRIES:
             _cache.clear()
         _cache[key] = (now + CACHE_SECONDS, summary, chart)
     return summary, chart
+
+
+# The page's stored summary (migration 0011): written only while `gen` is still what the page read
+# before computing (custody reopened, late readings, a band edit since then all bump it).
+_STORE_PAGE = """
+INSERT INTO trace_coldchain_pages AS p (batch_id, gen, summary, series, chart_svg, computed_at)
+VALUES (%(batch)s, %(gen)s, %(summary)s, %(series)s, %(chart)s, now())
+ON CONFLICT (batch_id) DO UPDATE
+   SET summary = EXCLUDED.summary, series = EXCLUDED.series, chart_svg = EXCLUDED.chart_svg,
+       computed_at = EXCLUDED.computed_at
+ WHERE p.gen = EXCLUDED.gen
+"""
+
+
+def store_page_summary(conn: Conn, *, batch_id: int, gen: int, summary: dict[str, Any], chart: str) -> None:
+    """Stores a lot's page summary computed after reading `gen` (skipped if invalidated since)."""
+    figures = {k: v for k, v in summary.items() if k != "series"}
+    conn.execute(
+        _STORE_PAGE,
+        {
+            "batch": batch_id,
+            "gen": gen,
+            "summary": Jsonb(figures),
+            "series": Jsonb(summary.get("series", [])),
+            "chart": chart,
+        },
+    )
 
 
 # Batches whose page depends on custody readings and that have no stored summary covering that

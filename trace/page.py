@@ -1,7 +1,7 @@
 """The consumer's view of a code: one dict that the HTML page and `GET /api/v1/trace/{code}` both render.
 
-Built in PostgreSQL as JSON in one query (a page view is a scan, this query and, at most every minute
-per lot, the cold-chain buckets), because round trips, not work, are what a page view costs."""
+Built in PostgreSQL as JSON in the same statement that logs the scan, with the batch's stored cold-chain
+summary, because round trips, not work, are what a page view costs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import coldchain
-from agritrace.trace.exceptions import BatchNotFound
+from agritrace.trace.exceptions import BatchNotFound, CodeNotFound
 
 DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
 CERTIFICATE_NAMES = {
@@ -22,19 +22,47 @@ CERTIFICATE_NAMES = {
     "geographical_indication": {"zh": "农产品地理标志", "en": "Geographical indication"},
 }
 
-# `hist` is the batch and everything upstream of it: harvest, storage, certificates, inspections and
-# recalls of the source batches are part of this lot's story.
-_VIEW = """
-WITH RECURSIVE up(id, depth) AS (
-    SELECT parent_id, 1 FROM batch_lineage WHERE child_id = %(id)s
+# A page view is ONE statement (issue 5: round trips, not work, are what a view costs): count and log
+# the scan, then read everything the page shows about the code's batch. `hist` is the batch and
+# everything upstream of it: harvest, storage, certificates, inspections and recalls of the source
+# batches are part of this lot's story. The cold chain comes from the batch's stored summary
+# (`trace_coldchain_pages`) when one is there. Losing the last few scans in a database crash is
+# harmless; waiting for a WAL flush on every page view is not, so the scan commits asynchronously
+# (the statement runs in autocommit, or in the caller's transaction). A Digital Link scan must match
+# the batch's GTIN and lot. The counterfeit-flag figures (scans and places within FLAG_WINDOW) are
+# read only for codes already scanned more than FLAG_MAX_PLACES times; they do not see this scan's
+# own row (a data-modifying CTE's rows are invisible to its statement), so it is added by hand.
+# `custody_ended`: whether every custody interval of the history has ended (none at all counts): only
+# then may the summary be stored. The HTML page draws the stored chart and does not read the chart's
+# series (`series`: reading and parsing them was a tenth of a view's cost).
+_VIEW_SQL = """
+WITH RECURSIVE cfg AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
+u AS (
+    UPDATE codes c SET scan_count = c.scan_count + 1, last_scan_at = now(),
+                       first_scan_at = coalesce(c.first_scan_at, now())
+      FROM batches b
+     WHERE c.serial = %(serial)s AND b.id = c.batch_id
+       AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
+    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason
+), logged AS (
+    INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
+), up(id, depth) AS (
+    SELECT parent_id, 1 FROM batch_lineage WHERE child_id = (SELECT batch_id FROM u)
     UNION
     SELECT l.parent_id, up.depth + 1 FROM batch_lineage l JOIN up ON l.child_id = up.id WHERE up.depth < 64
 ), hist AS (
-    SELECT %(id)s::bigint AS id UNION SELECT id FROM up
+    SELECT batch_id AS id FROM u UNION SELECT id FROM up
 ), b AS (
-    SELECT b.*, c.name AS cooperative FROM batches b JOIN cooperatives c ON c.id = b.cooperative_id WHERE b.id = %(id)s
+    SELECT b.*, c.name AS cooperative FROM batches b JOIN cooperatives c ON c.id = b.cooperative_id
+     WHERE b.id = (SELECT batch_id FROM u)
 )
-SELECT
+SELECT u.*, (SELECT v FROM cfg) AS sync,
+  CASE WHEN u.flagged_at IS NULL AND u.scan_count > %(flag_places)s THEN
+    (SELECT json_build_object('scans', count(*), 'places', count(DISTINCT p))
+       FROM (SELECT place_hash AS p FROM code_scans
+              WHERE serial = u.serial AND time > now() - %(flag_window)s::interval
+             UNION ALL SELECT %(place)s) s)
+  END AS flag_stats,
   (SELECT json_build_object(
       'lot', lot, 'product', product, 'variety', variety, 'gtin', gtin, 'cooperative', cooperative,
       'origin', json_build_object('plot', origin_plot, 'gi_area', gi_area, 'latitude', latitude, 'longitude', longitude),
@@ -54,9 +82,9 @@ SELECT
   (SELECT json_build_object('product_name', k.product_name, 'quantity', k.quantity, 'unit', k.unit, 'origin', k.origin,
         'issued_at', trace_cn_time(k.issued_at), 'issuer', k.issuer, 'contact', k.contact)
      FROM compliance_certificates k WHERE k.batch_id IN (SELECT id FROM hist)
-    ORDER BY k.batch_id = %(id)s DESC LIMIT 1) AS compliance,
+    ORDER BY k.batch_id = u.batch_id DESC LIMIT 1) AS compliance,
   (SELECT coalesce(json_agg(json_build_object('lot', rb.lot, 'reason', r.reason,
-        'recalled_at', trace_cn_time(r.recalled_at), 'own', r.batch_id = %(id)s) ORDER BY r.recalled_at), '[]')
+        'recalled_at', trace_cn_time(r.recalled_at), 'own', r.batch_id = u.batch_id) ORDER BY r.recalled_at), '[]')
      FROM batch_recalls r JOIN batches rb ON rb.id = r.batch_id WHERE r.batch_id IN (SELECT id FROM hist)) AS recalls,
   (SELECT coalesce(json_agg(json_build_object('biz_step', e.biz_step, 'disposition', e.disposition,
         'time', trace_cn_time(e.event_time), 'place', e.place, 'actor', e.actor, 'documents', e.documents,
@@ -65,23 +93,94 @@ SELECT
   (SELECT coalesce(json_agg(json_build_object('kind', i.kind, 'inspected_at', trace_cn_time(i.inspected_at),
         'standard', i.standard, 'laboratory', i.laboratory, 'passed', i.passed, 'details', i.details)
         ORDER BY i.inspected_at DESC), '[]')
-     FROM inspections i WHERE i.batch_id IN (SELECT id FROM hist)) AS inspections
+     FROM inspections i WHERE i.batch_id IN (SELECT id FROM hist)) AS inspections,
+  p.gen AS cold_gen, p.summary AS cold_summary, CASE WHEN %(series)s THEN p.series END AS cold_series,
+  p.chart_svg AS cold_chart,
+  NOT EXISTS (SELECT 1 FROM batch_custody k WHERE k.batch_id IN (SELECT id FROM hist)
+                 AND (k.ended_at IS NULL OR k.ended_at > now())) AS custody_ended
+  FROM u LEFT JOIN trace_coldchain_pages p ON p.batch_id = u.batch_id
 """
+# psycopg caches the parsing of a query's placeholders only up to 4096 characters (parsing this
+# one cost ~0.3 ms per view): the statement is sent with its whitespace collapsed (no -- comments in it).
+_VIEW = " ".join(_VIEW_SQL.split())
+assert "--" not in _VIEW and len(_VIEW) <= 4096, "the view statement outgrew psycopg's query cache"
 
 
 def _local(value: datetime | None) -> str | None:
     return value.astimezone(DISPLAY_TZ).isoformat() if value else None
 
 
-def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
-    """Everything the page shows about a scanned code (`code` is the row `codes.record_scan` returned)."""
-    row = conn.execute(_VIEW, {"id": code["batch_id"]}).fetchone()
-    if row is None or row["batch"] is None:
+def scan_view(
+    conn: Conn,
+    *,
+    serial: str,
+    ip: str | None,
+    user_agent: str | None,
+    gtin: str | None = None,
+    lot: str | None = None,
+    series: bool = True,
+) -> dict[str, Any]:
+    """Logs a scan of an issued code and returns everything the page shows about it (one statement).
+
+    `series=False` leaves the cold chain's chart series out (the HTML page draws the stored chart).
+
+    CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match);
+    a code whose scans look copied is flagged (`codes.record_scan` does the same for other callers)."""
+    canonical = trace_codes.normalize_scan(serial=serial, gtin=gtin, lot=lot)
+    row = conn.execute(
+        _VIEW,
+        {
+            "serial": canonical,
+            "gtin": gtin.zfill(14) if gtin is not None else None,
+            "lot": lot,
+            "place": trace_codes.place_hash(ip),
+            "ua": trace_codes.ua_family(user_agent),
+            "flag_places": trace_codes.FLAG_MAX_PLACES,
+            "flag_window": trace_codes.FLAG_WINDOW,
+            "series": series,
+        },
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound("this is not a code we issued")
+    if row["batch"] is None:
         raise BatchNotFound("the batch of this code is gone")
-    batch = row["batch"]
-    cold, chart = coldchain.summarize_cached(
-        conn, product=batch["product"], batch_ids=list(row["history_ids"]), batch_id=code["batch_id"]
+    stats = row["flag_stats"]
+    if stats is not None:
+        reason = trace_codes.flag_reason(scans=stats["scans"], places=stats["places"])
+        if reason:
+            row = {**row, **trace_codes.flag(conn, serial=canonical, reason=reason)}
+    return _view(conn, row)
+
+
+def _cold_chain(conn: Conn, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The stored summary when there is one; else computed, and stored when every custody has ended."""
+    if row["cold_summary"] is not None:
+        series = row["cold_series"]
+        return (
+            {**row["cold_summary"], "series": series} if series is not None else row["cold_summary"]
+        ), row["cold_chart"]
+    product, history = row["batch"]["product"], list(row["history_ids"])
+    if not row["custody_ended"]:
+        # Still in a cold room: changes with every reading; each process reuses it for a minute.
+        return coldchain.summarize_cached(conn, product=product, batch_ids=history, batch_id=row["batch_id"])
+    # Computed from scratch (never from the in-process cache, which may predate an invalidation),
+    # stored only if no invalidation came after the `gen` read by the view statement.
+    summary, chart = coldchain.summarize_stored_or_live(
+        conn, product=product, batch_ids=history, batch_id=row["batch_id"]
     )
+    coldchain.store_page_summary(
+        conn,
+        batch_id=row["batch_id"],
+        gen=row["cold_gen"] or 0,
+        summary=summary,
+        chart=chart,
+    )
+    return summary, chart
+
+
+def _view(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
+    batch = row["batch"]
+    cold, chart = _cold_chain(conn, row)
     warnings = []
     if row["recalls"]:
         warnings.append("recalled")
@@ -91,11 +190,11 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
         warnings.append("cold_chain_excursion")
     if any(not i["passed"] for i in row["inspections"]):
         warnings.append("inspection_failed")
-    if code.get("flagged_at"):
+    if row.get("flagged_at"):
         warnings.append("possibly_counterfeit")
     return {
-        "code": code["serial"],
-        "url": trace_codes.code_url(serial=code["serial"], gtin=batch["gtin"], lot=batch["lot"]),
+        "code": row["serial"],
+        "url": trace_codes.code_url(serial=row["serial"], gtin=batch["gtin"], lot=batch["lot"]),
         "batch": {
             **batch,
             "product_name": trace_codes.PRODUCT_NAMES[batch["product"]],
@@ -109,9 +208,9 @@ def trace_view(conn: Conn, *, code: dict[str, Any]) -> dict[str, Any]:
         "cold_chain": cold,
         "inspections": row["inspections"],
         "scans": {
-            "count": code["scan_count"],
-            "first_scan_at": _local(code["first_scan_at"]),
-            "flagged": code.get("flagged_at") is not None,
+            "count": row["scan_count"],
+            "first_scan_at": _local(row["first_scan_at"]),
+            "flagged": row.get("flagged_at") is not None,
         },
         "warnings": warnings,
         "_chart_svg": chart,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jinja2
@@ -23,6 +24,7 @@ _templates = jinja2.Environment(
     autoescape=True,
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,
 )
 # The page changes with every scan (count) and every recall: never cached by a proxy.
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -64,24 +66,39 @@ def _image(media: str, example: str) -> dict[int | str, dict[str, Any]]:
 
 
 def _scan_view(
-    conn: Conn, request: Request, code: str, *, gtin: str | None = None, lot: str | None = None
+    conn: Conn,
+    request: Request,
+    code: str,
+    *,
+    gtin: str | None = None,
+    lot: str | None = None,
+    series: bool = True,
 ) -> dict[str, Any]:
     client = request.client.host if request.client else None
-    row = trace_codes.record_scan(
-        conn, serial=code, ip=client, user_agent=request.headers.get("user-agent"), gtin=gtin, lot=lot
+    return page.scan_view(
+        conn,
+        serial=code,
+        ip=client,
+        user_agent=request.headers.get("user-agent"),
+        gtin=gtin,
+        lot=lot,
+        series=series,
     )
-    return page.trace_view(conn, code=row)
+
+
+@functools.cache
+def _template(name: str) -> jinja2.Template:
+    # Compiled once per process: the templates ship with the package (auto_reload is off anyway).
+    return _templates.get_template(name)
 
 
 def _html(view: dict[str, Any], lang: str) -> HTMLResponse:
-    body = _templates.get_template("trace.html").render(
-        v=view, t=i18n.TEXT[lang], lang=lang, chart=view["_chart_svg"]
-    )
+    body = _template("trace.html").render(v=view, t=i18n.TEXT[lang], lang=lang, chart=view["_chart_svg"])
     return HTMLResponse(body, headers=_NO_STORE)
 
 
 def _not_found(lang: str) -> HTMLResponse:
-    body = _templates.get_template("not_found.html").render(t=i18n.TEXT[lang], lang=lang)
+    body = _template("not_found.html").render(t=i18n.TEXT[lang], lang=lang)
     return HTMLResponse(body, status_code=404, headers=_NO_STORE)
 
 
@@ -89,10 +106,16 @@ def _page(
     request: Request, code: str, language: str, gtin: str | None = None, lot: str | None = None
 ) -> HTMLResponse:
     with request.app.state.pool.connection() as conn:
+        # The view is one statement (scan included): in autocommit it is its own transaction, with
+        # no BEGIN/COMMIT round trips around it.
+        conn.autocommit = True
         try:
-            return _html(_scan_view(conn, request, code, gtin=gtin, lot=lot), language)
+            return _html(_scan_view(conn, request, code, gtin=gtin, lot=lot, series=False), language)
         except CodeNotFound:
             return _not_found(language)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
 
 
 # The busiest routes: one hop into the thread pool for the whole view, where a `ConnDep` generator
