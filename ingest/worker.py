@@ -149,6 +149,7 @@ class Worker:
         self._conn: db.Conn | None = None  # the writer thread's
         self._lookup: db.Conn | None = None  # the main thread's (autocommit): is a gateway registered?
         self._to_writer: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self._writer_error: Exception | None = None
         self.client = new_client(
             self.client_id,
             username=settings.mqtt_ingest_username,
@@ -216,16 +217,25 @@ class Worker:
             for conn in (self._conn, self._lookup):
                 if conn is not None:
                     conn.close()
+        if self._writer_error is not None:
+            raise RuntimeError("the ingest writer thread failed") from self._writer_error
 
     def _write_batches(self) -> None:
-        """The writer thread: commits batches in the order they were collected, acks after each."""
+        """The writer thread: commits batches in the order they were collected, acks after each.
+
+        An unexpected error stops the whole worker (nothing more is acked; the process exits with
+        an error for its supervisor to restart it) rather than leaving it alive but stuck."""
         while (batch := self._to_writer.get()) is not None:
-            if self._conn is None:  # stopped while the database was away; nothing is acked
-                continue
+            if self._conn is None or self._writer_error is not None:
+                continue  # stopping (or failed): nothing more is acked, the broker redelivers
             try:
                 self._commit(batch)
             except _Stopping:  # (isolating a poison message) not acked: the broker redelivers
                 continue
+            except Exception as exc:
+                log.exception("the writer thread failed; stopping the worker")
+                self._writer_error = exc
+                self.stop.set()
 
     def _collect(self) -> Batch:
         """Gathers messages until the batch is full (readings or the in-flight window) or old enough."""
