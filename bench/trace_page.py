@@ -26,10 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from agritrace import db
-from agritrace.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
 UVICORN = Path(sys.executable).with_name("uvicorn")
@@ -67,33 +65,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def create_database(admin_url: str, name: str) -> None:
-    """CREATE DATABASE from template1, retrying while another session (a parallel test run) holds the template."""
-    for attempt in range(50):
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template1").format(sql.Identifier(name)))
-            return
-        except psycopg.errors.ObjectInUse:
-            time.sleep(0.2 + 0.05 * attempt)
-    raise RuntimeError("template1 stayed busy")
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    """DROP DATABASE … WITH (FORCE), retried: FORCE may not terminate a superuser's session (a TimescaleDB
-    background job running in the new database answers InsufficientPrivilege), and such jobs are short."""
-    for attempt in range(30):
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            return
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse) as e:
-            if attempt == 29:
-                print(f"could not drop database {name} ({e}); drop it by hand", file=sys.stderr)
-                return
-            time.sleep(1.0)
 
 
 def serial() -> str:
@@ -190,15 +161,10 @@ def main() -> int:
     )
     a = ap.parse_args()
 
-    base = get_settings().database_url
     name = f"agritrace_bench_{secrets.token_hex(4)}"
-    # The same admin connection as the test fixtures and bench/ingest_throughput.py.
-    admin = os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base.rsplit("/", 1)[0] + "/postgres"
-    url = base.rsplit("/", 1)[0] + "/" + name
-    create_database(admin, name)
+    url = db.create_database(name)  # the same admin connection as the test fixtures
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        db.migrate(url)
         codes = load(url, batches=a.batches, codes=a.codes, readings=a.readings, sample=10_000)
         env = {
             **os.environ,
@@ -294,7 +260,7 @@ def main() -> int:
             p.terminate()
             p.wait(timeout=10)
         if not a.keep:
-            drop_database(admin, name)
+            db.drop_database(name)
         else:
             print(f"kept database {name}")
     return 0

@@ -78,8 +78,18 @@ def create_database(name: str) -> str:
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    """DROP DATABASE … WITH (FORCE), retried for half a minute: FORCE may not end a TimescaleDB
+    background job's session in the database (it answers InsufficientPrivilege), and such jobs are
+    short."""
+    for attempt in range(30):
+        try:
+            with psycopg.connect(admin_url(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 29:
+                raise
+            time.sleep(1.0)
 
 
 @contextmanager
