@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     ingest_group: str = "ingest"
     ingest_client_prefix: str = "agritrace-ingest"
     ingest_session_expiry: int = Field(default=86400, ge=0)  # seconds the broker queues for a gone worker
-    ingest_receive_maximum: int = Field(default=2000, ge=1, le=65535)  # in-flight QoS 1 messages per worker
-    ingest_batch_readings: int = Field(default=10000, ge=1)  # flush when a batch holds this many readings
+    ingest_receive_maximum: int = Field(default=4000, ge=1, le=65535)  # in-flight QoS 1 messages per worker
+    ingest_batch_readings: int = Field(default=20000, ge=1)  # flush when a batch holds this many readings
     ingest_flush_interval: float = Field(default=0.2, gt=0)  # ... or when its oldest message is this old
     ingest_metrics_port: int = Field(default=9310, ge=0)  # worker N serves metrics on port + N - 1; 0 = off
     ingest_max_age_days: float = Field(default=30, gt=0)  # older readings are dead-lettered
