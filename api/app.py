@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
+import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
@@ -48,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker.loop_start()
     app.state.pool = pool
     app.state.broker = broker
+    app.state.page_limiter = anyio.CapacityLimiter(settings.public_page_threads)
     try:
         yield
     finally:

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     public_rate_per_minute: float = Field(default=120, gt=0)
     public_rate_burst: int = Field(default=30, ge=1)
     public_cache_seconds: int = Field(default=300, ge=0)
+    # Consumer-page views run at once per API process (the others wait their turn, first come first
+    # served): a few threads keep the CPU busy, dozens only share the GIL and stretch the slowest
+    # response (bench/trace_page.py: p99 166 ms with 40, 55 ms with 4, same throughput).
+    public_page_threads: int = Field(default=4, ge=1)
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import anyio.to_thread
 import jinja2
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from agritrace.api import problems
@@ -129,7 +129,9 @@ def _page(
 )
 async def trace_page(code: str, request: Request, lang: str | None = None) -> HTMLResponse:
     language = i18n.pick(lang) if lang else "zh"
-    return await run_in_threadpool(_page, request, code, language)
+    return await anyio.to_thread.run_sync(
+        _page, request, code, language, limiter=request.app.state.page_limiter
+    )
 
 
 @router.get(
@@ -143,7 +145,9 @@ async def digital_link_page(
     gtin: str, lot: str, serial: str, request: Request, lang: str | None = None
 ) -> HTMLResponse:
     language = i18n.pick(lang) if lang else "zh"
-    return await run_in_threadpool(_page, request, serial, language, gtin, lot)
+    return await anyio.to_thread.run_sync(
+        _page, request, serial, language, gtin, lot, limiter=request.app.state.page_limiter
+    )
 
 
 @router.get(
