@@ -60,9 +60,12 @@ class Settings(BaseSettings):
     public_rate_burst: int = Field(default=30, ge=1)
     public_cache_seconds: int = Field(default=300, ge=0)
     # Consumer-page views run at once per API process (the others wait their turn, first come first
-    # served): a few threads keep the CPU busy, dozens only share the GIL and stretch the slowest
-    # response (bench/trace_page.py: p99 166 ms with 40, 55 ms with 4, same throughput).
-    public_page_threads: int = Field(default=4, ge=1)
+    # served). With the database on the same host a view is nearly all CPU: more threads than one
+    # only share the GIL and stretch the slowest response (bench/trace_page.py at full size, 2 API
+    # processes on 2 cores: 40 threads 789 req/s p99 181 ms; 4: 859 req/s, 92 ms; 2: 1,159-1,221
+    # req/s, 49-56 ms; 1: 1,204 req/s, 42 ms). Scale with API processes; raise this when the
+    # database is remote and round trips, not CPU, bound a view.
+    public_page_threads: int = Field(default=1, ge=1)
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so
