@@ -185,6 +185,13 @@ def count(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server the benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def free_ports(n: int) -> int:
     """The first of `n` consecutive free TCP ports on 127.0.0.1."""
     for _ in range(100):

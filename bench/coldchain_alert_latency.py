@@ -33,7 +33,6 @@ import os
 import queue
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import threading
@@ -51,6 +50,7 @@ from _stack import (
     INSTANTS,
     PACK,
     count,
+    free_port,
     gateways,
     ingest_workers,
     packs_for,
@@ -70,12 +70,6 @@ from agritrace.settings import get_settings
 
 PROFILE = "bench-probe"
 TARGET_P99 = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -16,7 +16,6 @@ import base64
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
+from _stack import free_port
 
 from agritrace import db
 
@@ -59,12 +59,6 @@ SELECT i, 1 + i %% %(channels)s, TIMESTAMPTZ '2026-07-01' + (i %% %(span_days)s)
        TIMESTAMPTZ '2026-07-03' + (i %% %(span_days)s) * interval '1 day'
   FROM generate_series(1, %(batches)s) i;
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serial() -> str:

@@ -15,10 +15,11 @@ import signal
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from math import floor
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -32,6 +33,7 @@ from agritrace.mqtt import connect_properties, new_client
 from agritrace.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COPY_READINGS = "COPY readings (time, channel_id, value) FROM STDIN (FORMAT BINARY)"
 COPY_STAGING = "COPY readings_staging (time, channel_id, value) FROM STDIN (FORMAT BINARY)"
@@ -316,16 +318,21 @@ class Worker:
                 raise _Stopping
         return self._lookup
 
-    def _gateway_known(self, gateway: str) -> bool:
-        if gateway in self._known_gateways:
-            return True
+    def _on_lookup(self, work: Callable[[db.Conn], T]) -> T:
+        """Runs `work` on the lookup connection, reopening it after a lost connection."""
         while True:
             conn = self._lookup_conn()
             try:
-                row = conn.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
-                break
+                return work(conn)
             except psycopg.OperationalError:
                 conn.close()
+
+    def _gateway_known(self, gateway: str) -> bool:
+        if gateway in self._known_gateways:
+            return True
+        row = self._on_lookup(
+            lambda conn: conn.execute("SELECT 1 FROM gateways WHERE id = %s", (gateway,)).fetchone()
+        )
         if row is not None:
             self._known_gateways.add(gateway)
         return row is not None
@@ -334,13 +341,7 @@ class Worker:
         """Registers the batch's new channels and encodes its readings (parsing thread)."""
         if not batch.packs:
             return
-        while True:
-            conn = self._lookup_conn()
-            try:
-                self._register_channels(conn, batch)
-                break
-            except psycopg.OperationalError:
-                conn.close()
+        self._on_lookup(lambda conn: self._register_channels(conn, batch))
         batch.stream, batch.newest, batch.oldest = encode_readings(batch.packs, self._channels)
 
     def _commit(self, batch: Batch) -> None:
