@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 
 import httpx
+import paho.mqtt.client as mqtt
 import psycopg
 
 from agritrace import audit
@@ -35,12 +35,6 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    client = new_client(
-        f"agritrace-alerts-{os.getpid()}-{threading.get_ident() % 10000}",
-        username=settings.mqtt_ingest_username,
-        password=settings.mqtt_ingest_password.get_secret_value(),
-    )
-    connect_blocking(client, settings)  # then paho's loop reconnects by itself
     hooks = threading.Thread(target=_webhooks, args=(settings, interval, stop), name="webhooks", daemon=True)
     hooks.start()
     try:
@@ -48,29 +42,52 @@ def run(settings: Settings, *, interval: float = 0.5, stop: threading.Event | No
             try:
                 with connect(settings.database_url, autocommit=True) as conn:
                     _hold_lock(conn, stop)
-                    # Before the first pass: readings committed during it wake the next one.
-                    conn.execute(f"LISTEN {INGEST_CHANNEL}")
-                    with conn.transaction():
-                        audit.set_actor(conn, evaluator.ACTOR)
-                        profiles.ensure_defaults(conn)
-                    last_silence_check = 0.0
-                    while not stop.is_set():
-                        began = time.monotonic()
-                        # Silence is measured in tens of minutes: checking it every few seconds is
-                        # plenty, while new readings are looked at as soon as they are committed.
-                        silence = began - last_silence_check >= SILENCE_CHECK_EVERY
-                        evaluator.run_once(conn, silence=silence)
-                        if silence:
-                            last_silence_check = began
-                        notify.publish_pending(conn, client)
-                        _wait_for_readings(conn, stop, began=began, interval=interval)
+                    if stop.is_set():
+                        break
+                    # Only the lock holder connects: the account's one client id is pinned at the
+                    # broker, so a warm standby must not hold a session with it too.
+                    client = _publisher(settings)
+                    try:
+                        _evaluate(conn, client, stop, interval=interval)
+                    finally:
+                        client.disconnect()
+                        client.loop_stop()
             except (psycopg.OperationalError, ConnectionError) as exc:
                 log.warning("alerts: %s; retrying in 2 s", exc)
                 stop.wait(2)
     finally:
-        client.disconnect()
-        client.loop_stop()
         hooks.join(timeout=10)
+
+
+def _publisher(settings: Settings) -> mqtt.Client:
+    """The alert publisher's broker session (its own account, which may publish alert topics only)."""
+    client = new_client(
+        settings.mqtt_alerts_username,
+        username=settings.mqtt_alerts_username,
+        password=settings.mqtt_alerts_password.get_secret_value(),
+    )
+    connect_blocking(client, settings)  # then paho's loop reconnects by itself
+    return client
+
+
+def _evaluate(conn: Conn, client: mqtt.Client, stop: threading.Event, *, interval: float) -> None:
+    """Evaluates and publishes until `stop` (or a lost database connection)."""
+    # Before the first pass: readings committed during it wake the next one.
+    conn.execute(f"LISTEN {INGEST_CHANNEL}")
+    with conn.transaction():
+        audit.set_actor(conn, evaluator.ACTOR)
+        profiles.ensure_defaults(conn)
+    last_silence_check = 0.0
+    while not stop.is_set():
+        began = time.monotonic()
+        # Silence is measured in tens of minutes: checking it every few seconds is plenty, while
+        # new readings are looked at as soon as they are committed.
+        silence = began - last_silence_check >= SILENCE_CHECK_EVERY
+        evaluator.run_once(conn, silence=silence)
+        if silence:
+            last_silence_check = began
+        notify.publish_pending(conn, client)
+        _wait_for_readings(conn, stop, began=began, interval=interval)
 
 
 def _wait_for_readings(conn: Conn, stop: threading.Event, *, began: float, interval: float) -> None:

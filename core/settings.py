@@ -28,8 +28,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGRITRACE_", extra="ignore")
 
     mode: Literal["local", "production"] = "local"
+    # The local stack's state directory (`make up`): pid files, logs, demo credentials.
+    state_dir: Path | None = None
 
-    database_url: str = "postgresql://agritrace@127.0.0.1:55432/agritrace"
+    # The application's login (role agritrace_app: reads and writes rows, owns nothing).
+    database_url: str = "postgresql://agritrace_app@127.0.0.1:55432/agritrace"
+    # The owner role, on the same server and database: migrations and scratch databases only
+    # (`agritrace db migrate`); long-running processes never need it. Without a password the
+    # application's login is used for everything (a single-role setup).
+    database_owner_user: str = "agritrace"
+    database_owner_password: SecretStr | None = None
+    # A login that may create roles (CREATEROLE), for `agritrace dashboards reader` only.
+    database_roles_url: SecretStr | None = None
+    # The Grafana reader's password for `agritrace dashboards reader` (generated when unset).
+    grafana_db_password: SecretStr | None = None
     database_pool_min: int = Field(default=2, ge=1)
     database_pool_max: int = Field(default=10, ge=1)
 
@@ -41,9 +53,12 @@ class Settings(BaseSettings):
     # The broker's dynamic-security admin, used to provision gateway clients.
     mqtt_admin_username: str = "agritrace-admin"
     mqtt_admin_password: SecretStr = SecretStr("local")
-    # The ingest workers' own broker account.
-    mqtt_ingest_username: str = "agritrace-ingest"
+    # The ingest workers' broker accounts: worker N logs in as `{ingest_client_prefix}-N`, which is
+    # also the only client id the broker lets it use; they share this password.
     mqtt_ingest_password: SecretStr = SecretStr("local")
+    # The alert publisher's own account (publishes alert topics, nothing else).
+    mqtt_alerts_username: str = "agritrace-alerts"
+    mqtt_alerts_password: SecretStr = SecretStr("local")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -72,6 +87,7 @@ class Settings(BaseSettings):
     # tests and benchmarks can run their own workers on the shared broker without stealing messages.
     ingest_group: str = "ingest"
     ingest_client_prefix: str = "agritrace-ingest"
+    ingest_workers: int = Field(default=2, ge=1, le=64)  # broker accounts `broker setup` provisions
     ingest_session_expiry: int = Field(default=86400, ge=0)  # seconds the broker queues for a gone worker
     ingest_receive_maximum: int = Field(default=4000, ge=1, le=65535)  # in-flight QoS 1 messages per worker
     ingest_batch_readings: int = Field(default=20000, ge=1)  # flush when a batch holds this many readings
@@ -83,12 +99,27 @@ class Settings(BaseSettings):
     ingest_dead_letter_days: int = Field(default=90, ge=1)  # dead letters are deleted after this
 
     @model_validator(mode="after")
+    def _service_accounts_in_reserved_namespace(self) -> Settings:
+        # Gateway ids can never start with "agritrace", so accounts named so cannot be claimed by one.
+        for name in ("mqtt_admin_username", "mqtt_alerts_username", "ingest_client_prefix"):
+            if not getattr(self, name).startswith("agritrace-"):
+                raise ValueError(
+                    f"AGRITRACE_{name.upper()} must start with 'agritrace-' (the reserved namespace)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_placeholders_outside_local(self) -> Settings:
         if self.mode == "local":
             return self
         unsafe = [
             name
-            for name in ("mqtt_admin_password", "mqtt_ingest_password", "token_pepper")
+            for name in (
+                "mqtt_admin_password",
+                "mqtt_ingest_password",
+                "mqtt_alerts_password",
+                "token_pepper",
+            )
             if getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
         ]
         if unsafe:

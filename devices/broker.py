@@ -100,32 +100,109 @@ def admin_session(settings: Settings | None = None) -> Iterator[DynamicSecurity]
         client.loop_stop()
 
 
-def ensure_ingest_account(dynsec: DynamicSecurity, settings: Settings) -> None:
-    """Creates or refreshes the ingest workers' account: read every gateway topic, publish alerts."""
-    acls = [
-        ("subscribePattern", "agritrace/v1/#"),
-        ("subscribePattern", "$share/+/agritrace/v1/#"),
-        ("publishClientReceive", "agritrace/v1/#"),
-        ("publishClientSend", "agritrace/v1/alerts/#"),
+# Service accounts (the ingest workers, the alert publisher, the dynamic-security admin) live in
+# this namespace; no gateway id may enter it (the API schema, the gateways CHECK constraint and
+# `provision_gateway` all refuse one), so a tenant can never create, reset or impersonate them.
+SERVICE_PREFIX = "agritrace"
+ALERTS_ROLE = "agritrace-alerts"
+# What a gateway may do, and nothing else: publish packs (numbered or not) and its birth/will, and
+# read its own receipts. Any other topic is refused at the broker (MQTT 5 reason code 0x87).
+GATEWAY_ACLS = (
+    ("publishClientSend", "agritrace/v1/{id}/senml"),
+    ("publishClientSend", "agritrace/v1/{id}/senml/+"),
+    ("publishClientSend", "agritrace/v1/{id}/status"),
+    ("subscribePattern", "agritrace/v1/{id}/receipts"),
+    ("publishClientReceive", "agritrace/v1/{id}/receipts"),
+)
+INGEST_ACLS = (
+    ("subscribePattern", "$share/+/agritrace/v1/+/senml"),
+    ("subscribePattern", "$share/+/agritrace/v1/+/senml/+"),
+    ("subscribePattern", "$share/+/agritrace/v1/+/status"),
+    ("publishClientReceive", "agritrace/v1/+/senml"),
+    ("publishClientReceive", "agritrace/v1/+/senml/+"),
+    ("publishClientReceive", "agritrace/v1/+/status"),
+    ("publishClientSend", "agritrace/v1/+/receipts"),
+)
+ALERTS_ACLS = (("publishClientSend", "agritrace/v1/alerts/#"),)
+
+
+class ReservedName(AgriTraceError):
+    status = 422
+    type_slug = "reserved-name"
+    title = "The name is reserved for the platform's own accounts"
+
+
+class BrokerClientExists(AgriTraceError):
+    status = 409
+    type_slug = "broker-client-exists"
+    title = "The broker already has a client with this name"
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a broker username or client id belongs to the platform's service namespace."""
+    return name.lower().startswith(SERVICE_PREFIX) or name == "alerts"
+
+
+def ingest_username(settings: Settings, worker_id: int) -> str:
+    """Worker N's broker username, which is also the only client id it may connect with."""
+    return f"{settings.ingest_client_prefix}-{worker_id}"
+
+
+def _ensure_role(dynsec: DynamicSecurity, role: str, acls: tuple[tuple[str, str], ...]) -> None:
+    """Creates a role with exactly these ACLs (extra ones, e.g. from an older release, removed)."""
+    dynsec.run({"command": "createRole", "rolename": role}, tolerate=ALREADY)
+    (got,) = dynsec.run({"command": "getRole", "rolename": role})
+    have = {(a["acltype"], a["topic"]) for a in got.get("data", {}).get("role", {}).get("acls", [])}
+    want = set(acls)
+    commands = [
+        {"command": "removeRoleACL", "rolename": role, "acltype": t, "topic": topic}
+        for t, topic in sorted(have - want)
+    ] + [
+        {"command": "addRoleACL", "rolename": role, "acltype": t, "topic": topic, "allow": True}
+        for t, topic in sorted(want - have)
     ]
-    dynsec.run({"command": "createRole", "rolename": INGEST_ROLE}, tolerate=ALREADY)
+    if commands:
+        dynsec.run(*commands)
+
+
+def ensure_service_account(dynsec: DynamicSecurity, *, username: str, password: str, role: str) -> None:
+    """Creates or refreshes a service account: its password, its role, and its one client id."""
+    if not is_reserved(username):
+        raise ReservedName(f"service accounts are named {SERVICE_PREFIX}-…, not {username!r}")
     dynsec.run(
-        *[
-            {"command": "addRoleACL", "rolename": INGEST_ROLE, "acltype": t, "topic": topic, "allow": True}
-            for t, topic in acls
-        ],
+        {"command": "createClient", "username": username, "password": password, "clientid": username},
         tolerate=ALREADY,
     )
-    username = settings.mqtt_ingest_username
-    password = settings.mqtt_ingest_password.get_secret_value()
-    dynsec.run({"command": "createClient", "username": username, "password": password}, tolerate=ALREADY)
     dynsec.run(
         {"command": "setClientPassword", "username": username, "password": password},
+        {"command": "setClientId", "username": username, "clientid": username},
         {"command": "enableClient", "username": username},
     )
     # Mosquitto 2.0 answers "Internal error" when a client is given a role it already has.
-    if INGEST_ROLE not in client_roles(dynsec, username):
-        dynsec.run({"command": "addClientRole", "username": username, "rolename": INGEST_ROLE})
+    if role not in client_roles(dynsec, username):
+        dynsec.run({"command": "addClientRole", "username": username, "rolename": role})
+
+
+def ensure_ingest_account(dynsec: DynamicSecurity, settings: Settings, worker_id: int) -> None:
+    """Creates or refreshes ingest worker N's own account (client id pinned to its username)."""
+    _ensure_role(dynsec, INGEST_ROLE, INGEST_ACLS)
+    ensure_service_account(
+        dynsec,
+        username=ingest_username(settings, worker_id),
+        password=settings.mqtt_ingest_password.get_secret_value(),
+        role=INGEST_ROLE,
+    )
+
+
+def ensure_alerts_account(dynsec: DynamicSecurity, settings: Settings) -> None:
+    """Creates or refreshes the alert publisher's account: it may publish alert topics only."""
+    _ensure_role(dynsec, ALERTS_ROLE, ALERTS_ACLS)
+    ensure_service_account(
+        dynsec,
+        username=settings.mqtt_alerts_username,
+        password=settings.mqtt_alerts_password.get_secret_value(),
+        role=ALERTS_ROLE,
+    )
 
 
 def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:
@@ -135,7 +212,7 @@ def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:
 
 
 def gateway_role(gateway_id: str) -> str:
-    """The broker role that lets one gateway publish under its own topic prefix only."""
+    """The broker role that lets one gateway use its own topics only."""
     return f"agritrace-gateway-{gateway_id}"
 
 
@@ -144,43 +221,55 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _gateway_acls(gateway_id: str) -> tuple[tuple[str, str], ...]:
+    return tuple((t, topic.format(id=gateway_id)) for t, topic in GATEWAY_ACLS)
+
+
 def provision_gateway(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
-    """Creates the gateway's client and role; publishing is allowed only on agritrace/v1/{id}/#."""
-    role = gateway_role(gateway_id)
-    dynsec.run({"command": "createRole", "rolename": role}, tolerate=ALREADY)
-    dynsec.run(
-        {
-            "command": "addRoleACL",
-            "rolename": role,
-            "acltype": "publishClientSend",
-            "topic": f"agritrace/v1/{gateway_id}/#",
-            "allow": True,
-        },
-        tolerate=ALREADY,
-    )
+    """Creates the gateway's client (client id pinned to the gateway id) and its role. A client that
+    already exists under this name is never adopted, reset or deleted: it is refused (409)."""
+    if is_reserved(gateway_id):
+        raise ReservedName(f"{gateway_id!r} is in the platform's reserved namespace")
     (created,) = dynsec.run(
-        {
-            "command": "createClient",
-            "username": gateway_id,
-            "password": password,
-            "roles": [{"rolename": role}],
-        },
+        {"command": "createClient", "username": gateway_id, "password": password, "clientid": gateway_id},
         tolerate=ALREADY,
     )
     if created.get("error"):
-        # The caller has just inserted the gateway's row, so no registered gateway owns this client:
-        # it is left over (a registration rolled back after the broker step, a database restored
-        # from backup). Take it over with the new password, and drop any session using the old one.
-        set_gateway_password(dynsec, gateway_id, password)
-        if role not in client_roles(dynsec, gateway_id):
-            dynsec.run({"command": "addClientRole", "username": gateway_id, "rolename": role})
-        set_gateway_enabled(dynsec, gateway_id, False)
-        set_gateway_enabled(dynsec, gateway_id, True)
+        # Whoever made it (a registration rolled back after this step, an account made by hand),
+        # it is not provably this gateway's: an operator removes it (`agritrace broker remove`).
+        raise BrokerClientExists(f"the broker already has a client {gateway_id!r}; nothing was changed")
+    role = gateway_role(gateway_id)
+    _ensure_role(dynsec, role, _gateway_acls(gateway_id))
+    dynsec.run({"command": "addClientRole", "username": gateway_id, "rolename": role})
+
+
+def pin_gateway(dynsec: DynamicSecurity, gateway_id: str) -> bool:
+    """Brings a registered gateway's broker client up to today's rules: its client id pinned to its
+    gateway id and exactly today's topic ACLs (gateways provisioned by older releases). False when
+    the broker has no such client (it cannot connect; `gateways rotate` issues one)."""
+    if is_reserved(gateway_id):
+        raise ReservedName(f"{gateway_id!r} is in the platform's reserved namespace")
+    (pinned,) = dynsec.run(
+        {"command": "setClientId", "username": gateway_id, "clientid": gateway_id}, tolerate=("not found",)
+    )
+    if pinned.get("error"):
+        return False
+    role = gateway_role(gateway_id)
+    _ensure_role(dynsec, role, _gateway_acls(gateway_id))
+    if role not in client_roles(dynsec, gateway_id):
+        dynsec.run({"command": "addClientRole", "username": gateway_id, "rolename": role})
+    return True
 
 
 def set_gateway_password(dynsec: DynamicSecurity, gateway_id: str, password: str) -> None:
-    """Replaces the gateway's password; a disable/enable cycle drops any session using the old one."""
-    dynsec.run({"command": "setClientPassword", "username": gateway_id, "password": password})
+    """Replaces the registered gateway's password (provisioning its client if the broker lost it);
+    a disable/enable cycle drops any session using the old one."""
+    (done,) = dynsec.run(
+        {"command": "setClientPassword", "username": gateway_id, "password": password},
+        tolerate=("not found",),
+    )
+    if done.get("error"):
+        provision_gateway(dynsec, gateway_id, password)
 
 
 def set_gateway_enabled(dynsec: DynamicSecurity, gateway_id: str, enabled: bool) -> None:
@@ -189,7 +278,10 @@ def set_gateway_enabled(dynsec: DynamicSecurity, gateway_id: str, enabled: bool)
 
 
 def remove_gateway(dynsec: DynamicSecurity, gateway_id: str) -> None:
-    """Deletes the gateway's client and role from the broker (tests, decommissioning)."""
+    """Deletes the gateway's client and role from the broker (tests, decommissioning); never a
+    service account."""
+    if is_reserved(gateway_id):
+        raise ReservedName(f"{gateway_id!r} is in the platform's reserved namespace")
     missing = ("not found", "Client not found", "Role not found")
     dynsec.run({"command": "deleteClient", "username": gateway_id}, tolerate=missing)
     dynsec.run({"command": "deleteRole", "rolename": gateway_role(gateway_id)}, tolerate=missing)

@@ -9,18 +9,53 @@ import typer
 
 from agritrace import db
 from agritrace.devices import broker, service
+from agritrace.devices.exceptions import GatewayNotFound
 from agritrace.settings import get_settings
 
 broker_app = typer.Typer(help="The MQTT broker's accounts.", no_args_is_help=True)
 
 
 @broker_app.command("setup")
-def broker_setup() -> None:
-    """Creates or refreshes the service accounts on the broker (idempotent)."""
+def broker_setup(
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Ingest worker accounts (default AGRITRACE_INGEST_WORKERS)."),
+    ] = None,
+) -> None:
+    """Creates or refreshes the service accounts and brings every registered gateway's client up to
+    today's rules (pinned client id, exact topics); idempotent."""
     settings = get_settings()
-    with broker.admin_session(settings) as dynsec:
-        broker.ensure_ingest_account(dynsec, settings)
-    typer.echo("broker accounts are set up")
+    with db.connect() as conn, broker.admin_session(settings) as dynsec:
+        for worker_id in range(1, (workers or settings.ingest_workers) + 1):
+            broker.ensure_ingest_account(dynsec, settings, worker_id)
+        broker.ensure_alerts_account(dynsec, settings)
+        # The single shared ingest account of earlier releases could connect with any client id.
+        dynsec.run(
+            {"command": "deleteClient", "username": settings.ingest_client_prefix}, tolerate=("not found",)
+        )
+        gateways = [r["gateway_id"] for r in service.list_gateways(conn)]
+        missing = [gw for gw in gateways if not broker.pin_gateway(dynsec, gw)]
+    typer.echo(f"broker accounts are set up ({len(gateways)} gateways checked)")
+    if missing:
+        typer.echo(
+            f"no broker client for {len(missing)} registered gateway(s), e.g. {missing[0]}: "
+            "`agritrace gateways rotate ID` issues one",
+            err=True,
+        )
+
+
+@broker_app.command("remove-orphan")
+def broker_remove_orphan(username: str) -> None:
+    """Deletes a broker client that no registered gateway owns (left by a failed registration);
+    refuses a registered gateway or a service account."""
+    with db.connect() as conn, broker.admin_session() as dynsec:
+        try:
+            service.get_gateway(conn, gateway_id=username)
+        except GatewayNotFound:
+            broker.remove_gateway(dynsec, username)
+        else:
+            raise typer.BadParameter(f"{username!r} is a registered gateway: disable or rotate it instead")
+    typer.echo(f"broker client {username} removed")
 
 
 gateways_app = typer.Typer(help="Sensor gateways and their MQTT credentials.", no_args_is_help=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agritrace.devices import broker
 
 AssetKind = Literal["cold_room", "truck", "plot", "garden", "warehouse", "other"]
 
@@ -26,8 +28,19 @@ class GatewayCreate(BaseModel):
         max_length=200,
         description="Admin: created if new. Cooperative tokens: omit.",
     )
-    gateway_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$")
+    gateway_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$",
+        description="Not starting with 'agritrace' and not 'alerts': reserved for the platform's accounts.",
+    )
     description: str | None = Field(default=None, max_length=500)
+
+    @field_validator("gateway_id")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and broker.is_reserved(value):
+            raise ValueError("this name is reserved for the platform's own broker accounts")
+        return value
 
 
 class MqttCredentials(BaseModel):

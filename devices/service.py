@@ -63,6 +63,8 @@ def create_gateway(
 ) -> tuple[str, str]:
     """Registers a gateway and provisions its broker client; returns (gateway id, password shown once)."""
     gateway_id = gateway_id or f"gw-{secrets.token_hex(5)}"
+    if broker.is_reserved(gateway_id):
+        raise broker.ReservedName(f"{gateway_id!r} is in the platform's reserved namespace")
     password = broker.new_password()
     # The row and the broker client are created together: if the broker refuses, the row is
     # rolled back with the enclosing transaction.
@@ -76,7 +78,9 @@ def create_gateway(
         except pg_errors.UniqueViolation:
             raise Conflict(f"gateway {gateway_id!r} already exists") from None
         except pg_errors.CheckViolation:
-            raise InvalidInput(f"a gateway id must match {GATEWAY_ID_PATTERN}") from None
+            raise InvalidInput(
+                f"a gateway id must match {GATEWAY_ID_PATTERN} and not start with 'agritrace'"
+            ) from None
         broker.provision_gateway(dynsec, gateway_id, password)
     return gateway_id, password
 

@@ -27,6 +27,7 @@ from prometheus_client import start_http_server
 from psycopg import errors as pg_errors
 
 from agritrace import db
+from agritrace.devices import broker
 from agritrace.ingest import metrics, retention
 from agritrace.ingest.senml import Limits, Reading, SenMLError, parse_pack
 from agritrace.mqtt import connect_properties, new_client
@@ -142,7 +143,8 @@ class Worker:
     def __init__(self, settings: Settings, *, worker_id: int) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.client_id = f"{settings.ingest_client_prefix}-{worker_id}"
+        # Its own broker account, whose one client id is pinned by the broker (`broker setup`).
+        self.client_id = broker.ingest_username(settings, worker_id)
         self.limits = Limits(max_age=settings.ingest_max_age_days * 86400.0)
         self.inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self.stop = threading.Event()
@@ -154,7 +156,7 @@ class Worker:
         self._writer_error: Exception | None = None
         self.client = new_client(
             self.client_id,
-            username=settings.mqtt_ingest_username,
+            username=self.client_id,
             password=settings.mqtt_ingest_password.get_secret_value(),
             manual_ack=True,
             # Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after a
@@ -170,7 +172,12 @@ class Worker:
     # --- MQTT (network thread) -------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
+            log.error(
+                "broker refused %s: %s (is the account provisioned? `agritrace broker setup --workers %d`)",
+                self.client_id,
+                reason,
+                self.worker_id,
+            )
             return
         metrics.CONNECTED.set(1)
         group = self.settings.ingest_group

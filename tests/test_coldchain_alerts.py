@@ -86,15 +86,13 @@ def bearer(conn: Conn, role: str, cooperative: str | None = None) -> dict[str, s
 
 
 class AlertTopic:
-    """Listens on a gateway's alert topics with the ingest account (which may read agritrace/v1/#)."""
+    """Listens on a gateway's alert topics with the test run's observer account."""
 
-    def __init__(self, gateway_id: str) -> None:
+    def __init__(self, gateway_id: str, observer: tuple[str, str]) -> None:
         settings = get_settings()
         self.messages: list[mqtt.MQTTMessage] = []
         self.client = new_client(
-            f"t-alerts-{secrets.token_hex(4)}",
-            username=settings.mqtt_ingest_username,
-            password=settings.mqtt_ingest_password.get_secret_value(),
+            f"t-alerts-{secrets.token_hex(4)}", username=observer[0], password=observer[1]
         )
         subscribed = threading.Event()
         self.client.on_message = lambda _c, _u, msg: self.messages.append(msg)
@@ -108,21 +106,11 @@ class AlertTopic:
         self.client.loop_stop()
 
 
-@pytest.fixture
-def alerts_process(database: str) -> Iterator[None]:
-    """The real `agritrace alerts run` process on this test run's database."""
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
-    proc = subprocess.Popen([str(AGRITRACE), "alerts", "run", "--interval", "0.2"], env=env)
-    yield
-    proc.terminate()
-    proc.wait(timeout=15)
-
-
 def test_mango_cold_room_at_6c_past_the_delay_opens_one_alert_in_api_and_mqtt_and_recovery_resolves_it(
-    conn: Conn, client: TestClient, alerts_process: None
+    conn: Conn, client: TestClient, alerts_process: None, observer_account: tuple[str, str]
 ) -> None:
     ch = watched_channel(conn, profile="mango")
-    topic = AlertTopic(ch["gateway_id"])
+    topic = AlertTopic(ch["gateway_id"], observer_account)
     headers = bearer(conn, "regulator")
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
     # 10 min in band, then 45 min at 6 °C: past the 30 min chilling delay.
@@ -283,7 +271,7 @@ def _one_alert(
 
 
 def test_a_reading_committed_wakes_the_evaluator_instead_of_waiting_for_its_next_poll(
-    conn: Conn, database: str
+    conn: Conn, database: str, alerts_env: dict[str, str]
 ) -> None:
     # Polling alone, every 10 minutes here, would leave the second cold room without its alert for
     # that long: the commit that advances channels.last_ingested_at notifies the evaluator.
@@ -291,7 +279,7 @@ def test_a_reading_committed_wakes_the_evaluator_instead_of_waiting_for_its_next
     second = watched_channel(conn, profile="mango")
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=80)
     ingest(conn, first["id"], series(start, [6.0] * 45))
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    env = {**os.environ, "AGRITRACE_DATABASE_URL": database, **alerts_env}
     proc = subprocess.Popen([str(AGRITRACE), "alerts", "run", "--interval", "600"], env=env)
     try:
         wait_for(lambda: alerts_of(conn, first["id"]))  # its first pass, at start-up

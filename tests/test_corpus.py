@@ -150,7 +150,7 @@ class Sent:
 def publish(gateway: str, password: str, topic: str, payload: bytes) -> Sent:
     """Publishes one QoS 1 message as the gateway and waits for the PUBACK or the disconnect."""
     sent = Sent()
-    client = new_client(f"{gateway}-{secrets.token_hex(3)}", username=gateway, password=password)
+    client = new_client(gateway, username=gateway, password=password)  # client id pinned to the gateway id
 
     def on_publish(_c: mqtt.Client, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
         sent.puback = int(reason.value)

@@ -41,7 +41,8 @@ def client() -> Iterator[TestClient]:
 
 
 def can_connect(username: str, password: str) -> bool:
-    client = new_client(f"t-{secrets.token_hex(4)}", username=username, password=password)
+    # A gateway's client id is pinned to its gateway id (its username).
+    client = new_client(username, username=username, password=password)
     try:
         connect_blocking(client, get_settings(), timeout=5)
     except ConnectionError:
@@ -219,11 +220,12 @@ def test_a_taken_gateway_id_is_a_conflict_and_an_unknown_one_is_not_found(
     assert client.get("/api/v1/gateways").status_code == 401
 
 
-def test_registering_an_id_left_over_in_the_broker_takes_its_client_over(
+def test_an_id_left_over_in_the_broker_is_refused_until_an_operator_removes_the_orphan(
     database: str, client: TestClient, created: list[str]
 ) -> None:
     # A broker client without a gateway row: a registration rolled back after the broker step, or a
-    # database restored from an older backup. Registering the id again must work, with a new password.
+    # database restored from an older backup. Nobody can prove it is theirs, so registering the id
+    # is refused (409) and the client left as it is, until an operator removes it.
     gw = f"gw-left-{secrets.token_hex(4)}"
     created.append(gw)
     old_password = broker.new_password()
@@ -231,15 +233,22 @@ def test_registering_an_id_left_over_in_the_broker_takes_its_client_over(
         broker.provision_gateway(dynsec, gw, old_password)
     with db.connect(database, autocommit=True) as conn:
         admin = tokens.create(conn, role="admin")
-    made = client.post(
-        "/api/v1/gateways", json={"cooperative": "茶园合作社", "gateway_id": gw}, headers=auth(admin)
+    body = {"cooperative": "茶园合作社", "gateway_id": gw}
+    refused = client.post("/api/v1/gateways", json=body, headers=auth(admin))
+    assert refused.status_code == 409, refused.text
+    assert can_connect(gw, old_password)
+    subprocess.run(
+        [AGRITRACE, "broker", "remove-orphan", gw],
+        env=dict(os.environ, AGRITRACE_DATABASE_URL=database),
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
+    made = client.post("/api/v1/gateways", json=body, headers=auth(admin))
     assert made.status_code == 201, made.text
     assert not can_connect(gw, old_password)
     assert can_connect(gw, made.json()["mqtt"]["password"])
-    again = client.post(
-        "/api/v1/gateways", json={"cooperative": "茶园合作社", "gateway_id": gw}, headers=auth(admin)
-    )
+    again = client.post("/api/v1/gateways", json=body, headers=auth(admin))
     assert again.status_code == 409
 
 

@@ -54,16 +54,6 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def alerts_process(database: str) -> Iterator[None]:
-    """The real `agritrace alerts run` process on this test run's database."""
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
-    proc = subprocess.Popen([str(AGRITRACE), "alerts", "run", "--interval", "0.2"], env=env)
-    yield
-    proc.terminate()
-    proc.wait(timeout=15)
-
-
 def bearer(conn: Conn, role: str, cooperative: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens.create(conn, role=role, cooperative=cooperative)}"}
 
