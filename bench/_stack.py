@@ -70,7 +70,8 @@ def process_env(url: str, tag: str, **extra: str) -> dict[str, str]:
         os.environ,
         AGRITRACE_DATABASE_URL=url,
         AGRITRACE_INGEST_GROUP=f"bench-{tag}",
-        AGRITRACE_INGEST_CLIENT_PREFIX=f"bench-ingest-{tag}",
+        AGRITRACE_INGEST_CLIENT_PREFIX=f"agritrace-ingest-b{tag}",
+        AGRITRACE_MQTT_ALERTS_USERNAME=f"agritrace-alerts-b{tag}",
         AGRITRACE_INGEST_SESSION_EXPIRY="60",
         # Their metrics tell cheaply how many readings they have committed (see wait_count).
         AGRITRACE_INGEST_METRICS_PORT=str(free_ports(8)),
@@ -84,6 +85,16 @@ def ingest_workers(env: dict[str, str], count: int) -> Iterator[list[subprocess.
     """`agritrace ingest run` x count; at the end SIGTERM (kill after 20 s) and their broker sessions
     are cleared (a clean-start connect with each client id)."""
     workers: list[subprocess.Popen[bytes]] = []
+    settings = get_settings().model_copy(
+        update={
+            "ingest_client_prefix": env["AGRITRACE_INGEST_CLIENT_PREFIX"],
+            "mqtt_alerts_username": env["AGRITRACE_MQTT_ALERTS_USERNAME"],
+        }
+    )
+    with broker.admin_session() as dynsec:  # their own accounts (client ids are pinned)
+        broker.ensure_alerts_account(dynsec, settings)
+        for worker_id in range(1, count + 1):
+            broker.ensure_ingest_account(dynsec, settings, worker_id)
     try:
         for worker_id in range(1, count + 1):
             workers.append(
@@ -96,13 +107,10 @@ def ingest_workers(env: dict[str, str], count: int) -> Iterator[list[subprocess.
         yield workers
     finally:
         stop_processes(workers)
-        settings = get_settings()
-        prefix = env["AGRITRACE_INGEST_CLIENT_PREFIX"]
         for worker_id in range(1, count + 1):
+            username = broker.ingest_username(settings, worker_id)
             c = new_client(
-                f"{prefix}-{worker_id}",
-                username=settings.mqtt_ingest_username,
-                password=settings.mqtt_ingest_password.get_secret_value(),
+                username, username=username, password=settings.mqtt_ingest_password.get_secret_value()
             )
             try:
                 connect_blocking(c, settings, clean_start=True, properties=connect_properties())

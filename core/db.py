@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeAlias
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -28,6 +28,34 @@ def connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
     return psycopg.connect(url or get_settings().database_url, autocommit=autocommit, row_factory=dict_row)
 
 
+def _replace(
+    url: str, *, user: str | None = None, password: str | None = None, dbname: str | None = None
+) -> str:
+    """The same connection URL with another role and/or database."""
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    old_user, _, old_password = userinfo.partition(":")
+    user = quote(user, safe="") if user is not None else old_user
+    password = quote(password, safe="") if password is not None else old_password
+    auth = user + (f":{password}" if password else "")
+    path = "/" + dbname if dbname is not None else parts.path
+    return urlunsplit((parts.scheme, f"{auth}@{host}" if auth else host, path, parts.query, parts.fragment))
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server and role, another database."""
+    return _replace(url, dbname=name)
+
+
+def owner_url(url: str | None = None) -> str:
+    """The owner role's URL for the same server and database as `url` (default: the application's)."""
+    s = get_settings()
+    url = url or s.database_url
+    if s.database_owner_password is None:
+        return url
+    return _replace(url, user=s.database_owner_user, password=s.database_owner_password.get_secret_value())
+
+
 def _yoyo_url(url: str) -> str:
     # yoyo picks its psycopg 3 backend by this scheme.
     scheme, rest = url.split("://", 1)
@@ -35,8 +63,8 @@ def _yoyo_url(url: str) -> str:
 
 
 def migrate(url: str | None = None) -> list[str]:
-    """Applies pending migrations; returns the ids applied."""
-    backend = get_backend(_yoyo_url(url or get_settings().database_url))
+    """Applies pending migrations as the owner role; returns the ids applied."""
+    backend = get_backend(_yoyo_url(owner_url(url)))
     migrations = read_migrations(str(Path(str(MIGRATIONS))))
     with backend.lock():
         pending = backend.to_apply(migrations)
@@ -44,22 +72,15 @@ def migrate(url: str | None = None) -> list[str]:
     return [m.id for m in pending]
 
 
-def pending_migrations(url: str | None = None) -> list[str]:
-    """Lists migrations not yet applied."""
-    backend = get_backend(_yoyo_url(url or get_settings().database_url))
-    return [m.id for m in backend.to_apply(read_migrations(str(Path(str(MIGRATIONS)))))]
-
-
 # --- scratch databases (tests, benchmarks) ---------------------------------------------------------
 def admin_url(url: str | None = None) -> str:
-    """Where to CREATE/DROP DATABASE: AGRITRACE_DATABASE_ADMIN_URL, else the server's `postgres`."""
-    base = (url or get_settings().database_url).rsplit("/", 1)[0]
-    return os.environ.get("AGRITRACE_DATABASE_ADMIN_URL") or base + "/postgres"
+    """Where to CREATE/DROP DATABASE: the owner role (CREATEDB) on the server's `postgres` database."""
+    return with_database(owner_url(url), "postgres")
 
 
 def create_database(name: str) -> str:
     """Creates and migrates database `name` beside the configured one (from template1, which has
-    TimescaleDB); returns its URL."""
+    TimescaleDB); returns the application's URL for it (`owner_url` gives the owner's)."""
     admin = admin_url()
     # CREATE DATABASE fails while another session copies or uses template1 (a parallel test run or
     # benchmark creating its own database): wait and try again.
@@ -72,7 +93,7 @@ def create_database(name: str) -> str:
             if attempt == 29:
                 raise
             time.sleep(0.5)
-    url = get_settings().database_url.rsplit("/", 1)[0] + "/" + name
+    url = with_database(get_settings().database_url, name)
     migrate(url)
     return url
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import typer
 
 from agritrace.dashboards import provisioning, rollup, service
 from agritrace.db import connect
+from agritrace.errors import AgriTraceError
+from agritrace.settings import get_settings
 
 dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
 
@@ -49,11 +50,13 @@ def reader(
     The password comes from AGRITRACE_GRAFANA_DB_PASSWORD (kept out of the process list); without
     it a new one is generated and printed on one line.
     """
-    password = os.environ.get("AGRITRACE_GRAFANA_DB_PASSWORD") or ""
-    generated = not password
-    if generated:
-        password = secrets.token_urlsafe(24)
-    with connect(autocommit=True) as conn:
+    settings = get_settings()
+    if settings.database_roles_url is None:
+        raise AgriTraceError("set AGRITRACE_DATABASE_ROLES_URL to a login that may create roles (CREATEROLE)")
+    given = settings.grafana_db_password
+    password = given.get_secret_value() if given else secrets.token_urlsafe(24)
+    generated = given is None
+    with connect(settings.database_roles_url.get_secret_value(), autocommit=True) as conn:
         service.create_reader(conn, name=name, password=password)
     if generated:
         typer.echo(password)

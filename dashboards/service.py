@@ -20,12 +20,17 @@ def create_reader(conn: Conn, *, name: str, password: str) -> None:
     if len(password) < 12:
         raise InvalidInput("password: at least 12 characters")
     role = sql.Identifier(name)
+    # An existing role is updated only if it is already a reader: otherwise this would reset the
+    # password of (and make read-only) the application's own login or any other role.
     exists = conn.execute(
-        "SELECT rolsuper OR rolcreaterole AS powerful FROM pg_roles WHERE rolname = %s", (name,)
+        "SELECT rolsuper OR rolcreaterole OR rolcreatedb AS powerful,"
+        "       pg_has_role(oid, %s, 'MEMBER') AS reader"
+        "  FROM pg_roles WHERE rolname = %s",
+        (READER_GROUP, name),
     )
     row = exists.fetchone()
-    if row is not None and row["powerful"]:
-        raise InvalidInput(f"role {name} is privileged; choose another name for the Grafana reader")
+    if row is not None and (row["powerful"] or not row["reader"]):
+        raise InvalidInput(f"role {name} exists and is not a Grafana reader; choose another name")
     verb = sql.SQL("ALTER") if row is not None else sql.SQL("CREATE")
     conn.execute(sql.SQL("{} ROLE {} LOGIN INHERIT PASSWORD {}").format(verb, role, sql.Literal(password)))
     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(READER_GROUP), role))

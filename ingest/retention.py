@@ -41,10 +41,10 @@ def cutoff(conn: Conn, *, days: int) -> datetime:
 def enforce(conn: Conn, *, days: int, dry_run: bool = False) -> list[str]:
     """Drops whole chunks of readings older than the cut-off; returns the chunks (dropped or not)."""
     limit = cutoff(conn, days=days)
-    if dry_run:
-        rows = conn.execute("SELECT show_chunks('readings', older_than => %s) AS chunk", (limit,)).fetchall()
-    else:
-        rows = conn.execute("SELECT drop_chunks('readings', older_than => %s) AS chunk", (limit,)).fetchall()
+    # The application role does not own the hypertable: this function (owner's rights) drops
+    # chunks, never any newer than the ingest window (migration 0013).
+    rows = conn.execute("SELECT readings_drop_chunks(%s, %s) AS chunk", (limit, dry_run)).fetchall()
+    if not dry_run:
         metrics.RETENTION_DROPPED.inc(len(rows))
         if rows:
             log.info("retention: dropped %d chunk(s) of readings older than %s", len(rows), limit)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -25,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agritrace import db
 from agritrace.devices import broker, service
 from agritrace.mqtt import new_client
-from agritrace.settings import Settings
+from agritrace.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ def tick(
 
 def state_file() -> Path:
     """Where demo credentials are kept (mode 600): the local stack's state directory."""
-    return Path(os.environ.get("AGRITRACE_STATE_DIR") or Path.cwd() / ".local") / "simulator-gateways.json"
+    return (get_settings().state_dir or Path.cwd() / ".local") / "simulator-gateways.json"
 
 
 def demo_gateways(settings: Settings, path: Path | None = None, *, prefix: str = "demo") -> list[SimGateway]:

@@ -25,9 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 EXAMPLE_ENV = {
+    "AGRITRACE_DB_SUPERUSER_PASSWORD": "db-superuser-secret",
+    "AGRITRACE_DB_OWNER_PASSWORD": "db-owner-secret",
     "AGRITRACE_DB_PASSWORD": "db-secret",
     "AGRITRACE_MQTT_ADMIN_PASSWORD": "admin-secret",
     "AGRITRACE_MQTT_INGEST_PASSWORD": "ingest-secret",
+    "AGRITRACE_MQTT_ALERTS_PASSWORD": "alerts-secret",
     "AGRITRACE_TOKEN_PEPPER": "pepper-secret",
     "AGRITRACE_GRAFANA_DB_PASSWORD": "grafana-db-secret",
     "AGRITRACE_GRAFANA_ADMIN_PASSWORD": "grafana-admin-secret",
@@ -76,27 +79,70 @@ def test_compose_file_is_valid_against_the_compose_spec_schema() -> None:
 
 
 def test_compose_refuses_to_start_without_the_secrets() -> None:
-    with pytest.raises(ValueError, match="AGRITRACE_DB_PASSWORD"):
+    with pytest.raises(ValueError, match="AGRITRACE_DB_"):
         _compose(env={})
+    for name in EXAMPLE_ENV:
+        with pytest.raises(ValueError, match=name):
+            _compose(env={k: v for k, v in EXAMPLE_ENV.items() if k != name})
+    example = (DEPLOY / "compose.env.example").read_text()
+    assert all(f"\n{name}=" in example for name in EXAMPLE_ENV)
 
 
 def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
     services = _compose()["services"]
-    assert {"timescaledb", "mosquitto", "migrate", "api", "ingest", "grafana"} <= set(services)
+    assert {"timescaledb", "mosquitto", "migrate", "api", "ingest-1", "ingest-2", "grafana"} <= set(services)
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     for name, service in services.items():
         if name != "migrate":
             assert "healthcheck" in service, f"{name} has no healthcheck"
-    assert services["ingest"]["command"] == ["agritrace", "ingest", "run"]
-    assert int(services["ingest"]["deploy"]["replicas"]) >= 2
     # Every long-running process `make up` starts (the demo simulator aside) runs in compose too.
     local = (DEPLOY / "local" / "apps.sh").read_text()
     for name, command in [("alerts", "alerts run"), ("rollup", "dashboards rollup")]:
         assert f"agritrace {command}" in local.replace('"$BIN/agritrace" ', "agritrace ")
         assert " ".join(services[name]["command"]).startswith(f"agritrace {command}"), name
     assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana"}
+
+
+def test_compose_ingest_workers_each_have_their_own_identity() -> None:
+    # Issue 19: replicas of one service all ran as worker 1 and took each other's broker session.
+    services = _compose()["services"]
+    workers = {name: s for name, s in services.items() if name.startswith("ingest")}
+    assert len(workers) >= 2
+    ids = []
+    for name, service in workers.items():
+        assert "deploy" not in service or int(service["deploy"].get("replicas", 1)) == 1, name
+        command = service["command"]
+        assert command[:3] == ["agritrace", "ingest", "run"], name
+        worker_id = int(command[command.index("--worker-id") + 1])
+        assert name == f"ingest-{worker_id}"
+        ids.append(worker_id)
+    assert sorted(ids) == list(range(1, len(ids) + 1))
+    # `broker setup` gives each of them an account (agritrace-ingest-N).
+    assert int(services["migrate"]["environment"]["AGRITRACE_INGEST_WORKERS"]) == len(ids)
+
+
+def test_compose_runs_no_application_process_with_database_powers() -> None:
+    services = _compose()["services"]
+    database = services["timescaledb"]["environment"]
+    assert database["POSTGRES_USER"] == "postgres"
+    superuser_password = database["POSTGRES_PASSWORD"]
+    owner_password = EXAMPLE_ENV["AGRITRACE_DB_OWNER_PASSWORD"]
+    for name, service in services.items():
+        if name in ("timescaledb", "grafana", "mosquitto"):
+            continue
+        env = service["environment"]
+        assert env["AGRITRACE_DATABASE_URL"].startswith("postgresql://agritrace_app:"), name
+        assert superuser_password not in json.dumps(env), name
+        assert "AGRITRACE_DATABASE_ROLES_URL" not in env, name
+        # Only the one-shot migration has the owner's password.
+        assert (owner_password in json.dumps(env)) == (name == "migrate"), name
+    # The roles themselves come from the same script as the local stack's.
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in services["timescaledb"]["volumes"]}
+    assert mounts["/agritrace/roles.sql"] == "./postgres/roles.sql"
+    assert (COMPOSE.parent / "postgres" / "initdb.sh").is_file()
+    assert "deploy/postgres/roles.sql" in (DEPLOY / "local" / "stack.sh").read_text()
 
 
 def test_compose_broker_uses_the_same_config_template_as_the_local_stack() -> None:
@@ -125,7 +171,6 @@ def test_compose_migrates_with_the_same_commands_as_make_migrate() -> None:
     command = " ".join(_compose()["services"]["migrate"]["command"])
     for step in local_steps:
         assert step in command, f"compose's migrate does not run `{step}`"
-    assert "agritrace dashboards reader" in command
 
 
 def test_compose_grafana_mounts_the_exported_provisioning_and_sets_what_it_reads() -> None:
@@ -146,9 +191,7 @@ def test_compose_grafana_mounts_the_exported_provisioning_and_sets_what_it_reads
 
 def test_compose_sets_only_settings_the_app_knows() -> None:
     known = {f"AGRITRACE_{name.upper()}" for name in Settings.model_fields}
-    # Read by `agritrace dashboards reader` itself (the Grafana login it creates).
-    known |= {"AGRITRACE_GRAFANA_DB_USER", "AGRITRACE_GRAFANA_DB_PASSWORD"}
-    for name in ("migrate", "api", "ingest"):
+    for name in ("migrate", "api", "ingest-1", "ingest-2", "alerts", "rollup"):
         env = _compose()["services"][name]["environment"]
         assert set(env) <= known, set(env) - known
         assert env["AGRITRACE_MODE"] == "production"

@@ -50,14 +50,14 @@ PANELS = _exported_panels()
 
 
 @pytest.fixture(scope="module")
-def reader_url(database: str) -> Iterator[str]:
+def reader_url(database: str, roles_url: str) -> Iterator[str]:
     """A login role like the one Grafana uses: a member of agritrace_grafana and nothing more."""
     name = f"agritrace_grafana_t{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(16)
-    with db.connect(database, autocommit=True) as conn:
+    with db.connect(roles_url, autocommit=True) as conn:
         service.create_reader(conn, name=name, password=password)
     yield make_conninfo(database, user=name, password=password)
-    with db.connect(database, autocommit=True) as conn:
+    with db.connect(roles_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 

@@ -112,6 +112,7 @@ def test_placeholder_secrets_are_refused_outside_local_mode() -> None:
         mode="production",
         mqtt_admin_password="x" * 24,
         mqtt_ingest_password="y" * 24,
+        mqtt_alerts_password="w" * 24,
         token_pepper="z" * 24,
         _env_file=None,
     )

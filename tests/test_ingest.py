@@ -40,6 +40,9 @@ class Stack:
     def __init__(self, database: str) -> None:
         self.database = database
         self.tag = secrets.token_hex(4)
+        # The workers' own broker accounts, in the reserved namespace (made by start_worker).
+        self.prefix = f"agritrace-ingest-t{self.tag}"
+        self.worker_settings = get_settings().model_copy(update={"ingest_client_prefix": self.prefix})
         self.started = time.time()
         self.gateways: list[str] = []
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
@@ -48,7 +51,7 @@ class Stack:
             os.environ,
             AGRITRACE_DATABASE_URL=database,
             AGRITRACE_INGEST_GROUP=f"test-{self.tag}",
-            AGRITRACE_INGEST_CLIENT_PREFIX=f"test-ingest-{self.tag}",
+            AGRITRACE_INGEST_CLIENT_PREFIX=self.prefix,
             AGRITRACE_INGEST_SESSION_EXPIRY="120",
             AGRITRACE_INGEST_METRICS_PORT="0",
             AGRITRACE_INGEST_FLUSH_INTERVAL="0.05",
@@ -66,6 +69,8 @@ class Stack:
         return gw, password
 
     def start_worker(self, worker_id: int, **env: str) -> subprocess.Popen[bytes]:
+        with broker.admin_session() as dynsec:
+            broker.ensure_ingest_account(dynsec, self.worker_settings, worker_id)
         proc = subprocess.Popen(
             [AGRITRACE, "ingest", "run", "--worker-id", str(worker_id)],
             env={**self.env, **env},
@@ -101,10 +106,9 @@ class Stack:
         settings = get_settings()
         # Drop the workers' persistent sessions, so the shared broker stops queueing for them.
         for worker_id in self.workers:
+            username = broker.ingest_username(self.worker_settings, worker_id)
             client = new_client(
-                f"test-ingest-{self.tag}-{worker_id}",
-                username=settings.mqtt_ingest_username,
-                password=settings.mqtt_ingest_password.get_secret_value(),
+                username, username=username, password=settings.mqtt_ingest_password.get_secret_value()
             )
             try:
                 connect_blocking(client, settings, clean_start=True, properties=connect_properties())
@@ -115,6 +119,9 @@ class Stack:
         with broker.admin_session() as dynsec:
             for gw in self.gateways:
                 broker.remove_gateway(dynsec, gw)
+            for worker_id in self.workers:
+                username = broker.ingest_username(self.worker_settings, worker_id)
+                dynsec.run({"command": "deleteClient", "username": username}, tolerate=("not found",))
 
 
 @pytest.fixture
@@ -528,7 +535,7 @@ def test_worker_serves_prometheus_metrics(stack: Stack) -> None:
 def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored(
     stack: Stack, database: str
 ) -> None:
-    with db.connect(database, autocommit=True) as conn:
+    with db.connect(db.owner_url(database), autocommit=True) as conn:
         # Stands in for any permanent refusal (a constraint added later, a gateway deleted meanwhile).
         conn.execute("ALTER TABLE readings ADD CONSTRAINT test_no_666 CHECK (value <> 666)")
     try:
@@ -545,5 +552,5 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_bat
         assert count(database, "SELECT count(*) FROM dead_letters WHERE reason = 'storage-error'") == 1
         assert stack.workers[1].poll() is None  # still running
     finally:
-        with db.connect(database, autocommit=True) as conn:
+        with db.connect(db.owner_url(database), autocommit=True) as conn:
             conn.execute("ALTER TABLE readings DROP CONSTRAINT test_no_666")

@@ -53,6 +53,7 @@ def test_production_refuses_default_or_placeholder_credentials(secret: str) -> N
             mode="production",
             mqtt_admin_password=secret,
             mqtt_ingest_password="a-real-long-ingest-password",
+            mqtt_alerts_password="a-real-long-alerts-password",
             token_pepper="a-real-long-pepper-value",
         )
 
@@ -63,6 +64,7 @@ def test_production_starts_with_chosen_secrets_and_local_mode_keeps_its_defaults
         mode="production",
         mqtt_admin_password="a-real-admin-password",
         mqtt_ingest_password="a-real-ingest-password",
+        mqtt_alerts_password="a-real-alerts-password",
         token_pepper="a-real-long-pepper-value",
     )
     assert chosen.mode == "production"

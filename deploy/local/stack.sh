@@ -37,24 +37,49 @@ data_root() {
 }
 
 ensure_env_file() {
-  [ -f "$ENV_FILE" ] && return
+  if [ -f "$ENV_FILE" ]; then
+    upgrade_env_file
+    return
+  fi
   mkdir -p "$STATE"
-  local dbpw admpw ingpw pepper
-  dbpw="$(random_secret)"; admpw="$(random_secret)"; ingpw="$(random_secret)"; pepper="$(random_secret)"
+  local ownerpw apppw rolespw admpw ingpw alertpw pepper
+  ownerpw="$(random_secret)"; apppw="$(random_secret)"; rolespw="$(random_secret)"
+  admpw="$(random_secret)"; ingpw="$(random_secret)"; alertpw="$(random_secret)"; pepper="$(random_secret)"
   (umask 077; cat > "$ENV_FILE") <<ENV
 # Written once by deploy/local/stack.sh for the local stack; never commit it.
 AGRITRACE_MODE=local
-AGRITRACE_DATABASE_URL=postgresql://agritrace:${dbpw}@127.0.0.1:${PG_PORT}/agritrace
-AGRITRACE_DATABASE_ADMIN_URL=postgresql://agritrace:${dbpw}@127.0.0.1:${PG_PORT}/postgres
+# The application's login (agritrace_app: rows only); the owner (agritrace) runs migrations.
+AGRITRACE_DATABASE_URL=postgresql://agritrace_app:${apppw}@127.0.0.1:${PG_PORT}/agritrace
+AGRITRACE_DATABASE_OWNER_PASSWORD=${ownerpw}
+AGRITRACE_DATABASE_ROLES_URL=postgresql://agritrace_roles:${rolespw}@127.0.0.1:${PG_PORT}/postgres
 AGRITRACE_MQTT_HOST=127.0.0.1
 AGRITRACE_MQTT_PORT=${MQTT_PORT}
 AGRITRACE_MQTT_ADMIN_USERNAME=agritrace-admin
 AGRITRACE_MQTT_ADMIN_PASSWORD=${admpw}
-AGRITRACE_MQTT_INGEST_USERNAME=agritrace-ingest
 AGRITRACE_MQTT_INGEST_PASSWORD=${ingpw}
+AGRITRACE_MQTT_ALERTS_PASSWORD=${alertpw}
 AGRITRACE_TOKEN_PEPPER=${pepper}
 ENV
 }
+
+# An env file written by an earlier release: the application logged in as the owner, and the
+# alert publisher used the ingest account. Split the roles and add the new secrets.
+upgrade_env_file() {
+  if ! grep -q '^AGRITRACE_DATABASE_OWNER_PASSWORD=' "$ENV_FILE"; then
+    local ownerpw apppw rolespw
+    ownerpw="$(env_value AGRITRACE_DATABASE_URL | sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|')"
+    apppw="$(random_secret)"; rolespw="$(random_secret)"
+    sed -i -e "s|^AGRITRACE_DATABASE_URL=.*|AGRITRACE_DATABASE_URL=postgresql://agritrace_app:${apppw}@127.0.0.1:${PG_PORT}/agritrace|" \
+      -e '/^AGRITRACE_DATABASE_ADMIN_URL=/d' -e '/^AGRITRACE_MQTT_INGEST_USERNAME=/d' "$ENV_FILE"
+    { echo "AGRITRACE_DATABASE_OWNER_PASSWORD=${ownerpw}"
+      echo "AGRITRACE_DATABASE_ROLES_URL=postgresql://agritrace_roles:${rolespw}@127.0.0.1:${PG_PORT}/postgres"
+    } >> "$ENV_FILE"
+  fi
+  grep -q '^AGRITRACE_MQTT_ALERTS_PASSWORD=' "$ENV_FILE" ||
+    echo "AGRITRACE_MQTT_ALERTS_PASSWORD=$(random_secret)" >> "$ENV_FILE"
+}
+
+url_password() { sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|'; }
 
 env_value() { grep -E "^$1=" "$ENV_FILE" | head -n1 | cut -d= -f2-; }
 
@@ -91,19 +116,15 @@ CONF
     (close_inherited_fds
      exec runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -t 60 start >/dev/null)
   fi
-  local dbpw
-  dbpw="$(env_value AGRITRACE_DATABASE_URL | sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|')"
+  local ownerpw apppw rolespw
+  ownerpw="$(env_value AGRITRACE_DATABASE_OWNER_PASSWORD)"
+  apppw="$(env_value AGRITRACE_DATABASE_URL | url_password)"
+  rolespw="$(env_value AGRITRACE_DATABASE_ROLES_URL | url_password)"
   psql_admin() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -h "$run" -p "$PG_PORT" -U postgres "$@"; }
-  # The application role owns its database and creates test databases; the extension is
-  # created in template1 by the superuser, so databases made from it already have it.
-  psql_admin -d postgres -v pw="$dbpw" <<'SQL'
-SELECT format('CREATE ROLE agritrace LOGIN CREATEDB CREATEROLE PASSWORD %L', :'pw')
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agritrace') \gexec
-SELECT 'CREATE DATABASE agritrace OWNER agritrace'
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'agritrace') \gexec
-SQL
-  psql_admin -d template1 -c "CREATE EXTENSION IF NOT EXISTS timescaledb" 2>&1 | grep -v -i 'welcome\|^$\|timescale\|─\|│\|\\\\' || true
-  psql_admin -d agritrace -c "CREATE EXTENSION IF NOT EXISTS timescaledb" >/dev/null 2>&1
+  # Least privilege (deploy/postgres/roles.sql, docs/security.md); passwords follow the env file.
+  local out
+  out="$(psql_admin -d postgres -v ownerpw="$ownerpw" -v apppw="$apppw" -v rolespw="$rolespw" \
+    < "$repo/deploy/postgres/roles.sql" 2>&1)" || { echo "$out" >&2; exit 1; }
 }
 
 pg_stop() {

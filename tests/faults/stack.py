@@ -64,17 +64,21 @@ class FaultStack:
         self.broker: subprocess.Popen[bytes] | None = None
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.alerts: subprocess.Popen[bytes] | None = None
+        # The superuser (for breaking things); the processes log in as the application's role.
         self.url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/agritrace"
+        self.app_password = secrets.token_urlsafe(16)
+        self.owner_password = secrets.token_urlsafe(16)
         self.admin_password = secrets.token_urlsafe(16)
         self.env = {
             **os.environ,
             "AGRITRACE_ENV_FILE": str(self.dir / "no-env-file"),
-            "AGRITRACE_DATABASE_URL": self.url,
+            "AGRITRACE_DATABASE_URL": f"postgresql://agritrace_app:{self.app_password}@127.0.0.1:{self.pg_port}/agritrace",
+            "AGRITRACE_DATABASE_OWNER_PASSWORD": self.owner_password,
             "AGRITRACE_MQTT_HOST": "127.0.0.1",
             "AGRITRACE_MQTT_PORT": str(self.mqtt_port),
-            "AGRITRACE_MQTT_ADMIN_USERNAME": "faults-admin",
+            "AGRITRACE_MQTT_ADMIN_USERNAME": "agritrace-faults-admin",
             "AGRITRACE_MQTT_ADMIN_PASSWORD": self.admin_password,
-            "AGRITRACE_MQTT_INGEST_USERNAME": "faults-ingest",
+            "AGRITRACE_INGEST_WORKERS": "4",
             "AGRITRACE_MQTT_INGEST_PASSWORD": secrets.token_urlsafe(16),
             "AGRITRACE_TOKEN_PEPPER": secrets.token_urlsafe(16),
             "AGRITRACE_INGEST_METRICS_PORT": "0",
@@ -146,7 +150,7 @@ class FaultStack:
         dynsec = self.broker_dir / "dynamic-security.json"
         if not dynsec.exists():
             subprocess.run(
-                ["mosquitto_ctrl", "dynsec", "init", str(dynsec), "faults-admin", self.admin_password],
+                ["mosquitto_ctrl", "dynsec", "init", str(dynsec), "agritrace-faults-admin", self.admin_password],
                 check=True, capture_output=True,
             )  # fmt: skip
         subprocess.run(["chown", "-R", "mosquitto:", str(self.broker_dir)], check=True)
@@ -176,7 +180,13 @@ class FaultStack:
 
     def setup(self) -> None:
         self.start_database()
-        self.sql("CREATE DATABASE agritrace", database="postgres")
+        # The same roles and database as every deployment (deploy/postgres/roles.sql).
+        subprocess.run(
+            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", self.url.rsplit("/", 1)[0] + "/postgres",
+             "-v", f"ownerpw={self.owner_password}", "-v", f"apppw={self.app_password}",
+             "-f", str(REPO / "deploy/postgres/roles.sql")],
+            check=True, capture_output=True,
+        )  # fmt: skip
         self.start_broker()
         self.cli("db", "migrate")
         self.cli("broker", "setup")
