@@ -49,6 +49,7 @@ services: install
 migrate: services
 	@$(BIN)/agritrace db migrate
 	@$(BIN)/agritrace broker setup
+	@$(BIN)/agritrace audit keygen >/dev/null
 	@$(BIN)/agritrace trace demo >/dev/null
 
 up: migrate

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import typer
 
-from agritrace import audit
+from agritrace import audit, checkpoint
 from agritrace.api import tokens
-from agritrace.db import connect
+from agritrace.db import cli_connect
 from agritrace.settings import get_settings
 
 api_app = typer.Typer(help="Serve the HTTP API.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit trail.", no_args_is_help=True)
-
-
-def _cli_actor(conn: Any) -> None:
-    # Changes made from the CLI are recorded under the operator's login.
-    audit.set_actor(conn, f"cli:{getpass.getuser()}")
 
 
 @api_app.command("run")
@@ -54,8 +51,7 @@ def create_token(
 ) -> None:
     """Prints a new API token on one line (only its hash is stored)."""
     expires_at = tokens.parse_expiry(expires) if expires else None
-    with connect() as conn:
-        _cli_actor(conn)
+    with cli_connect() as conn:
         token = tokens.create(
             conn, role=role, cooperative=cooperative, description=description, expires_at=expires_at
         )
@@ -69,7 +65,7 @@ def list_tokens(
 ) -> None:
     """Lists tokens (id, prefix, role, cooperative, expiry, revocation), never their values."""
     rows: list[dict[str, Any]] = []
-    with connect() as conn:
+    with cli_connect() as conn:
         after = None
         while True:
             batch = tokens.list_tokens(conn, after_id=after, limit=500, include_revoked=include_revoked)
@@ -95,17 +91,30 @@ def list_tokens(
 @token_app.command("revoke")
 def revoke_token(token_id: int = typer.Argument(..., help="The token's id (from `token list`).")) -> None:
     """Revokes a token: it stops working at once."""
-    with connect() as conn:
-        _cli_actor(conn)
+    with cli_connect() as conn:
         tokens.revoke(conn, token_id=token_id)
     typer.echo(f"token {token_id} revoked")
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """Checks the hash chain and every audited row; names the first bad entry and exits 1 if any."""
-    with connect() as conn:
-        findings = audit.verify(conn)
+def audit_verify(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    checkpoints: list[Path] = typer.Option(
+        [], "--checkpoint", help="A signed checkpoint file (repeatable): the chain must still contain it."
+    ),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", help="The signer's public key (PEM); default: the configured signing key's."
+    ),
+) -> None:
+    """Checks the hash chain and every audited row, and that each checkpoint given is still in the
+    chain (a rewrite, truncation or deleted tail since then fails); exits 1 on any finding."""
+    settings = get_settings()
+    key = checkpoint.load_public_key(public_key or settings.audit_signing_key_path) if checkpoints else None
+    with cli_connect() as conn:
+        findings: list[Any] = list(audit.verify(conn))
+        for path in checkpoints:
+            assert key is not None
+            findings += checkpoint.check(conn, checkpoint.read(path), key)
         top = audit.head(conn)
     if as_json:
         typer.echo(json.dumps({"ok": not findings, "head": top, "problems": [str(f) for f in findings]}))
@@ -113,14 +122,53 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one J
         for f in findings:
             typer.echo(f"FAIL {f}", err=True)
     else:
-        typer.echo(f"ok: {top['id']} entries, head {top['hash']}")
+        covered = f", {len(checkpoints)} checkpoint(s) hold" if checkpoints else ""
+        typer.echo(f"ok: {top['id']} entries, head {top['hash']}{covered}")
     if findings:
         sys.exit(1)
 
 
 @audit_app.command("head")
 def audit_head() -> None:
-    """Prints the newest entry's id and hash (keep a copy elsewhere to detect a rewritten tail)."""
-    with connect() as conn:
+    """Prints the newest entry's id and hash (`audit checkpoint` signs and stores it for you)."""
+    with cli_connect() as conn:
         top = audit.head(conn)
     typer.echo(f"{top['id']} {top['hash']}")
+
+
+@audit_app.command("keygen")
+def audit_keygen() -> None:
+    """Creates the Ed25519 checkpoint signing key (AGRITRACE_AUDIT_SIGNING_KEY) unless it exists,
+    and prints its public key: give that to the regulators who keep checkpoints."""
+    path = get_settings().audit_signing_key_path
+    if checkpoint.generate_key(path):
+        typer.echo(f"wrote a new signing key to {path} (back it up; it never enters the database)", err=True)
+    typer.echo(checkpoint.public_pem(checkpoint.load_public_key(path)), nl=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    every: float | None = typer.Option(
+        None, "--every", min=1, help="Keep signing one every SECONDS (default: once and exit)."
+    ),
+    publish: bool = typer.Option(True, help="Also publish it as the retained MQTT message."),
+) -> None:
+    """Signs the chain head now, writes it to AGRITRACE_AUDIT_CHECKPOINT_DIR and publishes it
+    (retained) on agritrace/v1/audit/checkpoint; prints the file's path."""
+    settings = get_settings()
+    key = checkpoint.load_private_key(settings.audit_signing_key_path)
+    while True:
+        try:
+            with cli_connect() as conn:
+                document = checkpoint.make(conn, key)
+            path = checkpoint.write(document, settings.audit_checkpoint_path)
+            if publish:
+                checkpoint.publish(document, settings)
+            typer.echo(f"{path}", err=every is not None)
+        except (psycopg.OperationalError, ConnectionError, OSError) as exc:
+            if every is None:
+                raise
+            typer.echo(f"audit checkpoint: {exc}; trying again in {every:g} s", err=True)
+        if every is None:
+            return
+        time.sleep(every)

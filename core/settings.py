@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that mark a secret nobody chose; refused outside local mode.
@@ -59,6 +60,15 @@ class Settings(BaseSettings):
     # The alert publisher's own account (publishes alert topics, nothing else).
     mqtt_alerts_username: str = "agritrace-alerts"
     mqtt_alerts_password: SecretStr = SecretStr("local")
+    # The audit checkpoint publisher's account (publishes the retained checkpoint, nothing else).
+    mqtt_audit_username: str = "agritrace-audit"
+    mqtt_audit_password: SecretStr = SecretStr("local")
+
+    # Signed audit checkpoints (core/checkpoint.py): the Ed25519 key (kept outside the database;
+    # default: <state_dir>/audit/signing.key) and where checkpoints are written (default:
+    # <state_dir>/audit/checkpoints).
+    audit_signing_key: Path | None = None
+    audit_checkpoint_dir: Path | None = None
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -98,10 +108,28 @@ class Settings(BaseSettings):
     ingest_retention_interval: float = Field(default=3600, ge=0)  # how often worker 1 enforces it; 0 = never
     ingest_dead_letter_days: int = Field(default=90, ge=1)  # dead letters are deleted after this
 
+    # The consumer page's "possibly counterfeit" flag: a code scanned from more than
+    # `counterfeit_networks` distinct client networks (/24, /48) within `counterfeit_window_hours`.
+    # Scans by staff (a valid API token), link-preview bots and the operator's own networks
+    # (`counterfeit_ignore_networks`, CIDRs: where labels are printed and checked) do not count.
+    counterfeit_networks: int = Field(default=5, ge=1)
+    counterfeit_window_hours: int = Field(default=24, ge=1, le=24 * 90)
+    counterfeit_ignore_networks: list[str] = []
+
+    @field_validator("counterfeit_ignore_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v, strict=False)) for v in value]
+
     @model_validator(mode="after")
     def _service_accounts_in_reserved_namespace(self) -> Settings:
         # Gateway ids can never start with "agritrace", so accounts named so cannot be claimed by one.
-        for name in ("mqtt_admin_username", "mqtt_alerts_username", "ingest_client_prefix"):
+        for name in (
+            "mqtt_admin_username",
+            "mqtt_alerts_username",
+            "mqtt_audit_username",
+            "ingest_client_prefix",
+        ):
             if not getattr(self, name).startswith("agritrace-"):
                 raise ValueError(
                     f"AGRITRACE_{name.upper()} must start with 'agritrace-' (the reserved namespace)"
@@ -118,6 +146,7 @@ class Settings(BaseSettings):
                 "mqtt_admin_password",
                 "mqtt_ingest_password",
                 "mqtt_alerts_password",
+                "mqtt_audit_password",
                 "token_pepper",
             )
             if getattr(self, name).get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
@@ -134,6 +163,21 @@ class Settings(BaseSettings):
     @property
     def gateway_mqtt_port(self) -> int:
         return self.mqtt_public_port or self.mqtt_port
+
+    def _audit_path(self, given: Path | None, setting: str, name: str) -> Path:
+        if given is not None:
+            return given
+        if self.state_dir is None:
+            raise ValueError(f"set AGRITRACE_{setting.upper()} (or AGRITRACE_STATE_DIR)")
+        return self.state_dir / "audit" / name
+
+    @property
+    def audit_signing_key_path(self) -> Path:
+        return self._audit_path(self.audit_signing_key, "audit_signing_key", "signing.key")
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return self._audit_path(self.audit_checkpoint_dir, "audit_checkpoint_dir", "checkpoints")
 
 
 @lru_cache(maxsize=1)

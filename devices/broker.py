@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agritrace.errors import AgriTraceError
+from agritrace import checkpoint
+from agritrace.errors import AgriTraceError, InvalidInput
 from agritrace.mqtt import connect_blocking, new_client
 from agritrace.settings import Settings, get_settings
 
@@ -124,6 +126,14 @@ INGEST_ACLS = (
     ("publishClientSend", "agritrace/v1/+/receipts"),
 )
 ALERTS_ACLS = (("publishClientSend", "agritrace/v1/alerts/#"),)
+# Signed audit checkpoints (core/checkpoint.py): one retained message that one account may publish
+# and reader accounts (regulators' archivers: `agritrace broker audit-reader NAME`) may read.
+AUDIT_TOPIC = checkpoint.AUDIT_TOPIC
+AUDIT_ROLE = "agritrace-audit"
+AUDIT_ACLS = (("publishClientSend", AUDIT_TOPIC),)
+AUDIT_READERS_ROLE = "agritrace-audit-readers"
+AUDIT_READERS_ACLS = (("subscribePattern", AUDIT_TOPIC), ("publishClientReceive", AUDIT_TOPIC))
+AUDIT_READER_PREFIX = "agritrace-reader-"
 
 
 class ReservedName(AgriTraceError):
@@ -203,6 +213,36 @@ def ensure_alerts_account(dynsec: DynamicSecurity, settings: Settings) -> None:
         password=settings.mqtt_alerts_password.get_secret_value(),
         role=ALERTS_ROLE,
     )
+
+
+def ensure_audit_account(dynsec: DynamicSecurity, settings: Settings) -> None:
+    """Creates or refreshes the checkpoint publisher's account and the audit readers' role."""
+    _ensure_role(dynsec, AUDIT_ROLE, AUDIT_ACLS)
+    _ensure_role(dynsec, AUDIT_READERS_ROLE, AUDIT_READERS_ACLS)
+    ensure_service_account(
+        dynsec,
+        username=settings.mqtt_audit_username,
+        password=settings.mqtt_audit_password.get_secret_value(),
+        role=AUDIT_ROLE,
+    )
+
+
+def create_audit_reader(dynsec: DynamicSecurity, name: str) -> tuple[str, str]:
+    """A new account that may only read the retained audit checkpoint; returns (username, password).
+    Its client id is pinned to its username; an existing account of that name is a 409, not reset."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
+        raise InvalidInput("reader name: 1-41 lower-case letters, digits or '-'")
+    username = AUDIT_READER_PREFIX + name
+    password = new_password()
+    _ensure_role(dynsec, AUDIT_READERS_ROLE, AUDIT_READERS_ACLS)
+    (created,) = dynsec.run(
+        {"command": "createClient", "username": username, "password": password, "clientid": username},
+        tolerate=ALREADY,
+    )
+    if created.get("error"):
+        raise BrokerClientExists(f"the broker already has a client {username!r}; nothing was changed")
+    dynsec.run({"command": "addClientRole", "username": username, "rolename": AUDIT_READERS_ROLE})
+    return username, password
 
 
 def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:

@@ -25,10 +25,11 @@ def broker_setup(
     """Creates or refreshes the service accounts and brings every registered gateway's client up to
     today's rules (pinned client id, exact topics); idempotent."""
     settings = get_settings()
-    with db.connect() as conn, broker.admin_session(settings) as dynsec:
+    with db.cli_connect() as conn, broker.admin_session(settings) as dynsec:
         for worker_id in range(1, (workers or settings.ingest_workers) + 1):
             broker.ensure_ingest_account(dynsec, settings, worker_id)
         broker.ensure_alerts_account(dynsec, settings)
+        broker.ensure_audit_account(dynsec, settings)
         # The single shared ingest account of earlier releases could connect with any client id.
         dynsec.run(
             {"command": "deleteClient", "username": settings.ingest_client_prefix}, tolerate=("not found",)
@@ -44,11 +45,36 @@ def broker_setup(
         )
 
 
+@broker_app.command("audit-reader")
+def broker_audit_reader(
+    name: Annotated[
+        str, typer.Argument(help="Who reads: e.g. the regulator's archiver, 'city-market-bureau'.")
+    ],
+) -> None:
+    """Creates a broker account that may only read the retained signed audit checkpoint (topic
+    agritrace/v1/audit/checkpoint); prints its username, password and topic as JSON, once."""
+    settings = get_settings()
+    with broker.admin_session(settings) as dynsec:
+        username, password = broker.create_audit_reader(dynsec, name)
+    typer.echo(
+        json.dumps(
+            {
+                "username": username,
+                "client_id": username,
+                "password": password,
+                "topic": broker.AUDIT_TOPIC,
+                "host": settings.gateway_mqtt_host,
+                "port": settings.gateway_mqtt_port,
+            }
+        )
+    )
+
+
 @broker_app.command("remove-orphan")
 def broker_remove_orphan(username: str) -> None:
     """Deletes a broker client that no registered gateway owns (left by a failed registration);
     refuses a registered gateway or a service account."""
-    with db.connect() as conn, broker.admin_session() as dynsec:
+    with db.cli_connect() as conn, broker.admin_session() as dynsec:
         try:
             service.get_gateway(conn, gateway_id=username)
         except GatewayNotFound:
@@ -78,7 +104,7 @@ def gateways_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Registers a gateway and prints its MQTT credentials (the password is shown only now)."""
-    with db.connect() as conn, broker.admin_session() as dynsec:
+    with db.cli_connect() as conn, broker.admin_session() as dynsec:
         coop_id = service.get_or_create_cooperative(conn, name=cooperative)
         gw, password = service.create_gateway(
             conn, dynsec=dynsec, cooperative_id=coop_id, gateway_id=gateway_id, description=description
@@ -90,7 +116,7 @@ def gateways_create(
 @gateways_app.command("list")
 def gateways_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Lists gateways with their online state and last-seen time."""
-    with db.connect() as conn:
+    with db.cli_connect() as conn:
         rows = service.list_gateways(conn)
     if as_json:
         typer.echo(json.dumps(rows, default=str))
@@ -103,7 +129,7 @@ def gateways_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @gateways_app.command("disable")
 def gateways_disable(gateway_id: str) -> None:
     """Refuses the gateway at the broker from now on (and disconnects it)."""
-    with db.connect() as conn, broker.admin_session() as dynsec:
+    with db.cli_connect() as conn, broker.admin_session() as dynsec:
         service.set_gateway_enabled(conn, dynsec=dynsec, gateway_id=gateway_id, enabled=False)
         conn.commit()
     typer.echo(f"gateway {gateway_id} disabled")
@@ -112,7 +138,7 @@ def gateways_disable(gateway_id: str) -> None:
 @gateways_app.command("enable")
 def gateways_enable(gateway_id: str) -> None:
     """Lets a disabled gateway connect again."""
-    with db.connect() as conn, broker.admin_session() as dynsec:
+    with db.cli_connect() as conn, broker.admin_session() as dynsec:
         service.set_gateway_enabled(conn, dynsec=dynsec, gateway_id=gateway_id, enabled=True)
         conn.commit()
     typer.echo(f"gateway {gateway_id} enabled")
@@ -123,7 +149,7 @@ def gateways_rotate(
     gateway_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False
 ) -> None:
     """Issues a new password (the old one stops working) and prints the credentials."""
-    with db.connect() as conn, broker.admin_session() as dynsec:
+    with db.cli_connect() as conn, broker.admin_session() as dynsec:
         password = service.rotate_credentials(conn, dynsec=dynsec, gateway_id=gateway_id)
         conn.commit()
     _print_credentials(gateway_id, password, as_json)

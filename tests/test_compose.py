@@ -31,6 +31,7 @@ EXAMPLE_ENV = {
     "AGRITRACE_MQTT_ADMIN_PASSWORD": "admin-secret",
     "AGRITRACE_MQTT_INGEST_PASSWORD": "ingest-secret",
     "AGRITRACE_MQTT_ALERTS_PASSWORD": "alerts-secret",
+    "AGRITRACE_MQTT_AUDIT_PASSWORD": "audit-secret",
     "AGRITRACE_TOKEN_PEPPER": "pepper-secret",
     "AGRITRACE_GRAFANA_DB_PASSWORD": "grafana-db-secret",
     "AGRITRACE_GRAFANA_ADMIN_PASSWORD": "grafana-admin-secret",
@@ -99,10 +100,14 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
             assert "healthcheck" in service, f"{name} has no healthcheck"
     # Every long-running process `make up` starts (the demo simulator aside) runs in compose too.
     local = (DEPLOY / "local" / "apps.sh").read_text()
-    for name, command in [("alerts", "alerts run"), ("rollup", "dashboards rollup")]:
+    for name, command in [
+        ("alerts", "alerts run"),
+        ("rollup", "dashboards rollup"),
+        ("audit", "audit checkpoint"),
+    ]:
         assert f"agritrace {command}" in local.replace('"$BIN/agritrace" ', "agritrace ")
         assert " ".join(services[name]["command"]).startswith(f"agritrace {command}"), name
-    assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana"}
+    assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana", "audit"}
 
 
 def test_compose_ingest_workers_each_have_their_own_identity() -> None:
@@ -191,7 +196,7 @@ def test_compose_grafana_mounts_the_exported_provisioning_and_sets_what_it_reads
 
 def test_compose_sets_only_settings_the_app_knows() -> None:
     known = {f"AGRITRACE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("migrate", "api", "ingest-1", "ingest-2", "alerts", "rollup"):
+    for name in ("migrate", "api", "ingest-1", "ingest-2", "alerts", "rollup", "audit"):
         env = _compose()["services"][name]["environment"]
         assert set(env) <= known, set(env) - known
         assert env["AGRITRACE_MODE"] == "production"

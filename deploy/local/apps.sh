@@ -52,6 +52,7 @@ apps() {
   for i in $(seq 1 "$INGEST_WORKERS"); do echo "ingest-$i"; done
   echo alerts
   echo rollup
+  echo audit
   [ "$SIMULATOR" = 1 ] && echo simulator
   return 0
 }
@@ -66,6 +67,8 @@ case "${1:-}" in
         alerts) start_one alerts "$BIN/agritrace" alerts run ;;
         # The 15-minute readings rollup the dashboards read.
         rollup) start_one rollup "$BIN/agritrace" dashboards rollup --every 60 ;;
+        # Signed audit checkpoints, hourly, to $STATE/audit/checkpoints and the retained MQTT topic.
+        audit) start_one audit "$BIN/agritrace" audit checkpoint --every "${AGRITRACE_AUDIT_CHECKPOINT_EVERY:-3600}" ;;
         # Demo gateways (credentials in $STATE/simulator-gateways.json, mode 600) at a gentle rate.
         simulator) AGRITRACE_STATE_DIR="$STATE" start_one simulator "$BIN/agritrace" simulate --demo --interval 10 ;;
       esac

@@ -42,12 +42,14 @@ ensure_env_file() {
     return
   fi
   mkdir -p "$STATE"
-  local ownerpw apppw rolespw admpw ingpw alertpw pepper
+  local ownerpw apppw rolespw admpw ingpw alertpw auditpw pepper
   ownerpw="$(random_secret)"; apppw="$(random_secret)"; rolespw="$(random_secret)"
-  admpw="$(random_secret)"; ingpw="$(random_secret)"; alertpw="$(random_secret)"; pepper="$(random_secret)"
+  admpw="$(random_secret)"; ingpw="$(random_secret)"; alertpw="$(random_secret)"; auditpw="$(random_secret)"
+  pepper="$(random_secret)"
   (umask 077; cat > "$ENV_FILE") <<ENV
 # Written once by deploy/local/stack.sh for the local stack; never commit it.
 AGRITRACE_MODE=local
+AGRITRACE_STATE_DIR=${STATE}
 # The application's login (agritrace_app: rows only); the owner (agritrace) runs migrations.
 AGRITRACE_DATABASE_URL=postgresql://agritrace_app:${apppw}@127.0.0.1:${PG_PORT}/agritrace
 AGRITRACE_DATABASE_OWNER_PASSWORD=${ownerpw}
@@ -58,6 +60,7 @@ AGRITRACE_MQTT_ADMIN_USERNAME=agritrace-admin
 AGRITRACE_MQTT_ADMIN_PASSWORD=${admpw}
 AGRITRACE_MQTT_INGEST_PASSWORD=${ingpw}
 AGRITRACE_MQTT_ALERTS_PASSWORD=${alertpw}
+AGRITRACE_MQTT_AUDIT_PASSWORD=${auditpw}
 AGRITRACE_TOKEN_PEPPER=${pepper}
 ENV
 }
@@ -75,8 +78,11 @@ upgrade_env_file() {
       echo "AGRITRACE_DATABASE_ROLES_URL=postgresql://agritrace_roles:${rolespw}@127.0.0.1:${PG_PORT}/postgres"
     } >> "$ENV_FILE"
   fi
-  grep -q '^AGRITRACE_MQTT_ALERTS_PASSWORD=' "$ENV_FILE" ||
-    echo "AGRITRACE_MQTT_ALERTS_PASSWORD=$(random_secret)" >> "$ENV_FILE"
+  grep -q '^AGRITRACE_STATE_DIR=' "$ENV_FILE" || echo "AGRITRACE_STATE_DIR=${STATE}" >> "$ENV_FILE"
+  local name
+  for name in AGRITRACE_MQTT_ALERTS_PASSWORD AGRITRACE_MQTT_AUDIT_PASSWORD; do
+    grep -q "^${name}=" "$ENV_FILE" || echo "${name}=$(random_secret)" >> "$ENV_FILE"
+  done
 }
 
 url_password() { sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|'; }
