@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 
 import typer
 
-from agritrace import audit
 from agritrace.coldchain import profiles, service, worker
-from agritrace.db import connect
+from agritrace.db import cli_connect
 from agritrace.settings import get_settings
 
 channels_app = typer.Typer(help="Sensor channels.", no_args_is_help=True)
@@ -28,8 +26,7 @@ def channel_profile(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Sets the cold-chain profile a channel is watched against (a cold room holding mango, say)."""
-    with connect() as conn:
-        audit.set_actor(conn, f"cli:{getpass.getuser()}")
+    with cli_connect() as conn:
         result = profiles.set_channel_profile(
             conn, gateway_id=gateway, channel=channel, profile=profile, unit=unit
         )
@@ -57,6 +54,6 @@ def alerts_list(
     status: str = typer.Option(None, help="open, acknowledged, resolved or withdrawn."),
 ) -> None:
     """Prints alerts as one JSON document."""
-    with connect() as conn:
+    with cli_connect() as conn:
         items = service.list_alerts(conn, cooperative_id=None, status=status)
     typer.echo(json.dumps({"items": items}, ensure_ascii=False, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,17 @@ MIGRATIONS = resources.files("agritrace") / "migrations"
 def connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
     """Opens one connection (for the CLI and workers), rows as dicts."""
     return psycopg.connect(url or get_settings().database_url, autocommit=autocommit, row_factory=dict_row)
+
+
+def cli_connect(url: str | None = None, *, autocommit: bool = False) -> Conn:
+    """The connection every CLI command uses: whatever it changes, in any of its transactions, the
+    audit trail records as `cli:<operator's login>` (a session-level actor; a request's own
+    transaction-local actor would be lost at the first commit)."""
+    conn = connect(url, autocommit=autocommit)
+    conn.execute("SELECT set_config('agritrace.actor', %s, false)", (f"cli:{getpass.getuser()}",))
+    if not autocommit:
+        conn.commit()
+    return conn
 
 
 def _replace(

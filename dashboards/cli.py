@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from agritrace.dashboards import provisioning, rollup, service
-from agritrace.db import connect
+from agritrace.db import cli_connect
 from agritrace.errors import AgriTraceError
 from agritrace.settings import get_settings
 
@@ -56,7 +56,7 @@ def reader(
     given = settings.grafana_db_password
     password = given.get_secret_value() if given else secrets.token_urlsafe(24)
     generated = given is None
-    with connect(settings.database_roles_url.get_secret_value(), autocommit=True) as conn:
+    with cli_connect(settings.database_roles_url.get_secret_value(), autocommit=True) as conn:
         service.create_reader(conn, name=name, password=password)
     if generated:
         typer.echo(password)
@@ -68,5 +68,5 @@ def rollup_command(
     once: bool = typer.Option(False, "--once", help="Run once and exit (e.g. from cron)."),
 ) -> None:
     """Keeps the 15-minute readings rollup the dashboards read up to date (re-rolls changed buckets)."""
-    with connect(autocommit=True) as conn:
+    with cli_connect(autocommit=True) as conn:
         rollup.run(conn, every=every, once=once)

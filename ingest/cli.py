@@ -38,7 +38,7 @@ def ingest_retention(
 ) -> None:
     """Drops raw readings chunks older than the retention period (workers also do this hourly)."""
     settings = get_settings()
-    with db.connect(autocommit=True) as conn:
+    with db.cli_connect(autocommit=True) as conn:
         chunks = retention.enforce(conn, days=days or settings.ingest_retention_days, dry_run=dry_run)
         purged = 0 if dry_run else retention.purge_dead_letters(conn, days=settings.ingest_dead_letter_days)
     verb = "would drop" if dry_run else "dropped"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import date
 from decimal import Decimal
@@ -11,9 +10,7 @@ from typing import Any
 
 import typer
 
-from agritrace import audit
-from agritrace.db import Conn
-from agritrace.db import connect as db_connect
+from agritrace.db import cli_connect
 from agritrace.ingest import simulate
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
@@ -23,13 +20,6 @@ from agritrace.trace import service as trace_service
 batches_app = typer.Typer(help="Batches: create, recall.", no_args_is_help=True)
 codes_app = typer.Typer(help="Product codes: issue, label sheets.", no_args_is_help=True)
 trace_app = typer.Typer(help="Trace: demo data, EPCIS export.", no_args_is_help=True)
-
-
-def connect() -> Conn:
-    """A connection whose writes the audit trail records under the operator's login (`cli:<user>`)."""
-    conn = db_connect()
-    audit.set_actor(conn, f"cli:{getpass.getuser()}")
-    return conn
 
 
 def _dump(value: Any) -> str:
@@ -51,7 +41,7 @@ def batches_create(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Registers a batch and prints its id."""
-    with connect() as conn:
+    with cli_connect() as conn:
         coop_id = trace_service.ensure_cooperative(conn, name=cooperative)
         batch = trace_service.create_batch(
             conn,
@@ -81,7 +71,7 @@ def batches_recall(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Recalls a batch and everything downstream of it."""
-    with connect() as conn:
+    with cli_connect() as conn:
         result = trace_service.recall_batch(conn, batch_id=batch, reason=reason, recalled_by="operator")
     typer.echo(
         _dump(result)
@@ -97,7 +87,7 @@ def codes_issue(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issues codes for a batch and prints them with their URLs."""
-    with connect() as conn:
+    with cli_connect() as conn:
         issued = trace_codes.issue_codes(conn, batch_id=batch, count=count)
     if as_json:
         typer.echo(_dump(issued))
@@ -112,7 +102,7 @@ def codes_labels(
     out: Path = typer.Option(..., help="PDF file to write."),
 ) -> None:
     """Writes an A4 label sheet (QR, product name, code) for every code of a batch."""
-    with connect() as conn:
+    with cli_connect() as conn:
         row = trace_service.get_batch(conn, batch_id=batch)
         labels = trace_codes.list_codes(conn, batch_id=batch)
     with typer.progressbar(length=len(labels), label="labels", file=None) as bar:
@@ -136,7 +126,7 @@ def trace_demo(
     """Creates demo batches with certificates, events, cold-chain readings and codes (idempotent)."""
     if simulator:
         simulate.demo_gateways(get_settings())
-    with connect() as conn:
+    with cli_connect() as conn:
         result = demo.load(conn)
     if as_json:
         typer.echo(_dump(result))
@@ -148,5 +138,5 @@ def trace_demo(
 @trace_app.command("epcis")
 def trace_epcis(batch: int = typer.Option(..., help="Batch id.")) -> None:
     """Prints a batch's events as an EPCIS 2.0 JSON-LD document."""
-    with connect() as conn:
+    with cli_connect() as conn:
         typer.echo(_dump(epcis.export_batch(conn, batch_id=batch)))

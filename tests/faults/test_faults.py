@@ -373,7 +373,7 @@ def make_cold_rooms(stack: FaultStack, gateways: list[Gateway]) -> None:
                       "--profile", "mango", "--unit", "Cel", "--json")
         )  # fmt: skip
         with connect(stack.url) as conn:
-            audit.set_actor(conn, "faults-suite")
+            audit.set_actor(conn, "cli:faults-suite")
             devices.describe_channel(
                 conn,
                 channel_id=watched["channel_id"],
