@@ -430,6 +430,13 @@ CASES += [
         lambda t: {"reason": "pesticide residue above the limit"},
     ),
     Case("GET", "/api/v1/codes/flagged", lambda t: "/api/v1/codes/flagged", staff_only()),
+    Case(
+        "POST",
+        "/api/v1/codes/{code}/flag/clear",
+        lambda t: f"/api/v1/codes/{t.code}/flag/clear",
+        tenant_read(),
+        lambda t: {"note": "checked genuine"},
+    ),
     Case("GET", "/api/v1/codes/{code}/qr.png", lambda t: f"/api/v1/codes/{t.code}/qr.png", public()),
     Case("GET", "/api/v1/codes/{code}/qr.svg", lambda t: f"/api/v1/codes/{t.code}/qr.svg", public()),
     Case("GET", "/t/{code}", lambda t: f"/t/{t.code}", public()),

@@ -26,6 +26,7 @@ from agritrace import db
 from agritrace.coldchain import evaluator, profiles
 from agritrace.dashboards import boards, provisioning, queries, rollup, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import service as trace_service
 
@@ -185,7 +186,7 @@ def _seed_trace(
         (NOW - timedelta(days=1), mango_2["id"]),
     )
     serials = [c["code"] for c in trace_codes.issue_codes(conn, batch_id=mango["id"], count=2)]
-    for i in range(trace_codes.FLAG_MAX_PLACES + 2):
+    for i in range(get_settings().counterfeit_networks + 2):
         trace_codes.record_scan(
             conn, serial=serials[0], ip=f"203.0.{i}.7", user_agent="Mozilla/5.0 MicroMessenger/8.0"
         )

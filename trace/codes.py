@@ -28,9 +28,8 @@ _SERIAL = re.compile(r"^[A-Z2-7]{16,20}$")
 MAX_ISSUE = 100_000
 # A genuine box is scanned a handful of times by a handful of people; a copied label is scanned
 # by many, in many places. Thresholds over a rolling day.
-FLAG_WINDOW = "24 hours"
-FLAG_MAX_SCANS = 50
-FLAG_MAX_PLACES = 5
+# Scans of these kinds never count towards the counterfeit flag (`scan_kind`).
+NOT_COUNTED = ("bot", "staff", "operator")
 
 PRODUCT_NAMES = {
     "mango": {"zh": "芒果", "en": "Mango"},
@@ -122,6 +121,30 @@ def _place_hash(ip: str, pepper: str) -> str | None:
     return hmac.new(pepper.encode(), str(net).encode(), hashlib.sha256).hexdigest()[:16]
 
 
+def scan_kind(ip: str | None, user_agent: str | None, *, staff: bool = False) -> str:
+    """What the scan log keeps of who scanned: the browser family, or `staff` (a request with a valid
+    API token), `operator` (from the operator's own networks: label checks) or `bot` (crawlers and
+    link previews); the last three never count towards the counterfeit flag."""
+    if staff:
+        return "staff"
+    if ip and _in_operator_networks(ip, tuple(get_settings().counterfeit_ignore_networks)):
+        return "operator"
+    return ua_family(user_agent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_operator_networks(ip: str, networks: tuple[str, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n) for n in networks)
+
+
+def flag_window() -> str:
+    return f"{get_settings().counterfeit_window_hours} hours"
+
+
 def ua_family(user_agent: str | None) -> str:
     """The browser family only (WeChat, Alipay, ...), never the full user agent."""
     ua = (user_agent or "").lower()
@@ -129,8 +152,15 @@ def ua_family(user_agent: str | None) -> str:
         ("micromessenger", "wechat"),
         ("alipay", "alipay"),
         ("dingtalk", "dingtalk"),
+        # Crawlers and the link-preview fetchers of chat apps (a shared link is fetched by each).
         ("bot", "bot"),
         ("spider", "bot"),
+        ("crawler", "bot"),
+        ("facebookexternalhit", "bot"),
+        ("whatsapp", "bot"),
+        ("skypeuripreview", "bot"),
+        ("embedly", "bot"),
+        ("preview", "bot"),
         ("headlesschrome", "headless"),
         ("edg/", "edge"),
         ("firefox", "firefox"),
@@ -156,7 +186,7 @@ u AS (
      WHERE c.serial = %(serial)s AND b.id = c.batch_id
        AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
     RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason,
-              b.gtin, b.lot, b.product
+              c.flag_cleared_at, b.gtin, b.lot, b.product
 ), logged AS (
     INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
 )
@@ -177,13 +207,21 @@ def normalize_scan(*, serial: str, gtin: str | None = None, lot: str | None = No
     return canonical
 
 
-def flag_reason(*, scans: int, places: int) -> str | None:
-    """Why a code's scans within FLAG_WINDOW look like a copied label, or None."""
-    if scans > FLAG_MAX_SCANS:
-        return f"{scans} scans within {FLAG_WINDOW}"
-    if places > FLAG_MAX_PLACES:
-        return f"scanned from {places} different networks within {FLAG_WINDOW}"
+def flag_reason(*, places: int) -> str | None:
+    """Why a code's counted scans within the window look like a copied label, or None. Only distinct
+    networks count: one shopper (or one script) reloading a page from one network is not a copy."""
+    settings = get_settings()
+    if places > settings.counterfeit_networks:
+        return f"scanned from {places} different networks within {settings.counterfeit_window_hours} h"
     return None
+
+
+# Distinct counted networks of a code's scans within the window and since its flag was last cleared.
+FLAG_STATS_SQL = """
+SELECT count(DISTINCT place_hash) FILTER (WHERE ua_family <> ALL(%(not_counted)s)) AS places
+  FROM code_scans
+ WHERE serial = %(serial)s AND time > greatest(now() - %(window)s::interval, %(cleared)s::timestamptz)
+"""
 
 
 def flag(conn: Conn, *, serial: str, reason: str) -> dict[str, Any]:
@@ -217,22 +255,40 @@ def record_scan(
             "gtin": gtin.zfill(14) if gtin is not None else None,
             "lot": lot,
             "place": place_hash(ip),
-            "ua": ua_family(user_agent),
+            "ua": scan_kind(ip, user_agent),
         },
     ).fetchone()
     if row is None:
         raise CodeNotFound("this is not a code we issued")
     # Only codes already scanned several times are worth the window query.
-    if row["flagged_at"] is None and row["scan_count"] > FLAG_MAX_PLACES:
+    if row["flagged_at"] is None and row["scan_count"] > get_settings().counterfeit_networks:
         stats = conn.execute(
-            """SELECT count(*) AS scans, count(DISTINCT place_hash) AS places FROM code_scans
-                WHERE serial = %s AND time > now() - %s::interval""",
-            (canonical, FLAG_WINDOW),
+            FLAG_STATS_SQL,
+            {
+                "serial": canonical,
+                "not_counted": list(NOT_COUNTED),
+                "window": flag_window(),
+                "cleared": row["flag_cleared_at"],
+            },
         ).fetchone()
         assert stats is not None
-        reason = flag_reason(scans=stats["scans"], places=stats["places"])
+        reason = flag_reason(places=stats["places"])
         if reason:
             row = {**row, **flag(conn, serial=canonical, reason=reason)}
+    return row
+
+
+def clear_flag(conn: Conn, *, serial: str, note: str) -> dict[str, Any]:
+    """A reviewer's verdict that a flagged code is genuine: the flag goes, and only scans after now
+    count towards a new one. The change is an audited update of the code (who, when, the note)."""
+    row = conn.execute(
+        """UPDATE codes SET flagged_at = NULL, flag_reason = NULL, flag_cleared_at = now(), flag_review = %s
+            WHERE serial = %s
+        RETURNING serial AS code, batch_id, flagged_at, flag_reason, flag_cleared_at, flag_review""",
+        (note, serial),
+    ).fetchone()
+    if row is None:
+        raise CodeNotFound(f"no code {serial!r}")
     return row
 
 

@@ -5,11 +5,12 @@ summary, because round trips, not work, are what a page view costs."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agritrace.db import Conn
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import coldchain
 from agritrace.trace.exceptions import BatchNotFound, CodeNotFound
@@ -29,9 +30,10 @@ CERTIFICATE_NAMES = {
 # (`trace_coldchain_pages`) when one is there. Losing the last few scans in a database crash is
 # harmless; waiting for a WAL flush on every page view is not, so the scan commits asynchronously
 # (the statement runs in autocommit, or in the caller's transaction). A Digital Link scan must match
-# the batch's GTIN and lot. The counterfeit-flag figures (scans and places within FLAG_WINDOW) are
-# read only for codes already scanned more than FLAG_MAX_PLACES times; they do not see this scan's
-# own row (a data-modifying CTE's rows are invisible to its statement), so it is added by hand.
+# the batch's GTIN and lot. The counterfeit-flag figure (distinct counted networks within the window,
+# since the flag was last cleared: `codes.FLAG_STATS_SQL`) is read only for codes already scanned more
+# times than the threshold; it does not see this scan's own row (a data-modifying CTE's rows are
+# invisible to its statement), so that is added by hand when it counts (`counted_place`).
 # `custody_ended`: whether every custody interval of the history has ended (none at all counts): only
 # then may the summary be stored. The HTML page draws the stored chart and does not read the chart's
 # series (`series`: reading and parsing them was a tenth of a view's cost).
@@ -43,7 +45,8 @@ u AS (
       FROM batches b
      WHERE c.serial = %(serial)s AND b.id = c.batch_id
        AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
-    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason
+    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason,
+              c.flag_cleared_at
 ), logged AS (
     INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
 ), up(id, depth) AS (
@@ -58,11 +61,12 @@ u AS (
 )
 SELECT u.*, (SELECT v FROM cfg) AS sync,
   CASE WHEN u.flagged_at IS NULL AND u.scan_count > %(flag_places)s THEN
-    (SELECT json_build_object('scans', count(*), 'places', count(DISTINCT p))
+    (SELECT count(DISTINCT p)
        FROM (SELECT place_hash AS p FROM code_scans
-              WHERE serial = u.serial AND time > now() - %(flag_window)s::interval
-             UNION ALL SELECT %(place)s) s)
-  END AS flag_stats,
+              WHERE serial = u.serial AND ua_family <> ALL(%(skip)s)
+                AND time > greatest(%(flag_since)s, u.flag_cleared_at)
+             UNION ALL SELECT %(counted_place)s) s)
+  END AS flag_networks,
   (SELECT json_build_object(
       'lot', lot, 'product', product, 'variety', variety, 'gtin', gtin, 'cooperative', cooperative,
       'origin', json_build_object('plot', origin_plot, 'gi_area', gi_area, 'latitude', latitude, 'longitude', longitude),
@@ -119,24 +123,30 @@ def scan_view(
     gtin: str | None = None,
     lot: str | None = None,
     series: bool = True,
+    staff: bool = False,
 ) -> dict[str, Any]:
     """Logs a scan of an issued code and returns everything the page shows about it (one statement).
+    `staff`: the request carried a valid API token (its scan never counts towards the flag).
 
     `series=False` leaves the cold chain's chart series out (the HTML page draws the stored chart).
 
     CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match);
     a code whose scans look copied is flagged (`codes.record_scan` does the same for other callers)."""
     canonical = trace_codes.normalize_scan(serial=serial, gtin=gtin, lot=lot)
+    place = trace_codes.place_hash(ip)
+    kind = trace_codes.scan_kind(ip, user_agent, staff=staff)
     row = conn.execute(
         _VIEW,
         {
             "serial": canonical,
             "gtin": gtin.zfill(14) if gtin is not None else None,
             "lot": lot,
-            "place": trace_codes.place_hash(ip),
-            "ua": trace_codes.ua_family(user_agent),
-            "flag_places": trace_codes.FLAG_MAX_PLACES,
-            "flag_window": trace_codes.FLAG_WINDOW,
+            "place": place,
+            "ua": kind,
+            "counted_place": None if kind in trace_codes.NOT_COUNTED else place,
+            "skip": list(trace_codes.NOT_COUNTED),
+            "flag_places": get_settings().counterfeit_networks,
+            "flag_since": datetime.now(UTC) - timedelta(hours=get_settings().counterfeit_window_hours),
             "series": series,
         },
     ).fetchone()
@@ -144,9 +154,8 @@ def scan_view(
         raise CodeNotFound("this is not a code we issued")
     if row["batch"] is None:
         raise BatchNotFound("the batch of this code is gone")
-    stats = row["flag_stats"]
-    if stats is not None:
-        reason = trace_codes.flag_reason(scans=stats["scans"], places=stats["places"])
+    if row["flag_networks"] is not None:
+        reason = trace_codes.flag_reason(places=row["flag_networks"])
         if reason:
             row = {**row, **trace_codes.flag(conn, serial=canonical, reason=reason)}
     return _view(conn, row)

@@ -10,7 +10,7 @@ import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from agritrace.api import problems
+from agritrace.api import problems, tokens
 from agritrace.api.deps import ConnDep
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
@@ -75,6 +75,9 @@ def _scan_view(
     series: bool = True,
 ) -> dict[str, Any]:
     client = request.client.host if request.client else None
+    # Staff checking a label send their API token: their scans never count towards the flag.
+    auth = request.headers.get("authorization", "")
+    staff = auth[:7].lower() == "bearer " and tokens.resolve(conn, auth[7:].strip()) is not None
     return page.scan_view(
         conn,
         serial=code,
@@ -83,6 +86,7 @@ def _scan_view(
         gtin=gtin,
         lot=lot,
         series=series,
+        staff=staff,
     )
 
 

@@ -415,3 +415,34 @@ def recall(batch_id: BatchId, body: schemas.RecallIn, conn: ConnDep, principal: 
 )
 def flagged(conn: ConnDep, _s: StaffDep, limit: LimitQuery = DEFAULT_LIMIT) -> dict[str, Any]:
     return {"items": trace_codes.flagged_codes(conn, limit=limit)}
+
+
+@router.post(
+    "/codes/{code}/flag/clear",
+    summary="Clear a counterfeit flag after review",
+    description="For a regulator, an admin or the owning cooperative: the code is genuine. Only scans "
+    "after now count towards a new flag; the review is kept in the audit trail.",
+    responses=_example(
+        {
+            "code": _CODE["code"],
+            "batch_id": 42,
+            "flagged_at": None,
+            "flag_reason": None,
+            "flag_cleared_at": "2026-05-03T13:00:00Z",
+            "flag_review": "scanned at the 2026-05-03 trade fair; label checked genuine",
+        },
+        404,
+        400,
+    ),
+)
+def clear_flag(
+    code: Annotated[str, Path(max_length=64)], body: schemas.FlagReviewIn, conn: ConnDep, scope: ScopeDep
+) -> dict[str, Any]:
+    owner = conn.execute(
+        "SELECT b.cooperative_id FROM codes c JOIN batches b ON b.id = c.batch_id WHERE c.serial = %s",
+        (trace_codes.normalize_serial(code) or "",),
+    ).fetchone()
+    if owner is None:
+        raise NotFound(f"no code {code!r}")
+    scope.check(owner["cooperative_id"], "code")
+    return trace_codes.clear_flag(conn, serial=trace_codes.normalize_serial(code) or "", note=body.note)

@@ -208,6 +208,18 @@ class IssueIn(_In):
     count: int = Field(ge=1, le=100_000)
 
 
+class FlagReviewIn(_In):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"note": "scanned at the 2026-05-03 trade fair; label checked genuine"}]
+        }
+    )
+
+    note: str = Field(
+        min_length=1, max_length=500, description="Why the flag is cleared (kept in the audit trail)."
+    )
+
+
 class RecallIn(_In):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"reason": "pesticide residue above the limit"}]}
