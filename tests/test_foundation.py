@@ -113,6 +113,7 @@ def test_placeholder_secrets_are_refused_outside_local_mode() -> None:
         mqtt_admin_password="x" * 24,
         mqtt_ingest_password="y" * 24,
         mqtt_alerts_password="w" * 24,
+        mqtt_audit_password="v" * 24,
         token_pepper="z" * 24,
         _env_file=None,
     )

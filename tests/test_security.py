@@ -54,6 +54,7 @@ def test_production_refuses_default_or_placeholder_credentials(secret: str) -> N
             mqtt_admin_password=secret,
             mqtt_ingest_password="a-real-long-ingest-password",
             mqtt_alerts_password="a-real-long-alerts-password",
+            mqtt_audit_password="a-real-long-audit-password",
             token_pepper="a-real-long-pepper-value",
         )
 
@@ -65,6 +66,7 @@ def test_production_starts_with_chosen_secrets_and_local_mode_keeps_its_defaults
         mqtt_admin_password="a-real-admin-password",
         mqtt_ingest_password="a-real-ingest-password",
         mqtt_alerts_password="a-real-alerts-password",
+        mqtt_audit_password="a-real-audit-password",
         token_pepper="a-real-long-pepper-value",
     )
     assert chosen.mode == "production"
