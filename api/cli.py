@@ -15,6 +15,7 @@ from agritrace import audit, checkpoint
 from agritrace.api import tokens
 from agritrace.db import cli_connect
 from agritrace.settings import get_settings
+from agritrace.trace import coldchain
 
 api_app = typer.Typer(help="Serve the HTTP API.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -160,6 +161,8 @@ def audit_checkpoint(
     while True:
         try:
             with cli_connect() as conn:
+                # Evidence first (summaries of ended custody), then the head that covers it.
+                coldchain.record_evidence(conn)
                 document = checkpoint.make(conn, key)
             path = checkpoint.write(document, settings.audit_checkpoint_path)
             if publish:

@@ -61,6 +61,10 @@ def verify(conn: Conn) -> list[Finding]:
     for table in audited_tables(conn):
         for row in conn.execute("SELECT row_key, problem FROM audit_drift(%s)", (table,)).fetchall():
             findings.append(Finding(str(row["problem"]), None, table, str(row["row_key"])))
+    # The evidence behind recorded summaries and resolved alerts (late readings are recorded again by
+    # `audit checkpoint`, not reported here).
+    for row in conn.execute("SELECT * FROM audit_evidence_drift() WHERE NOT late").fetchall():
+        findings.append(Finding(str(row["problem"]), None, str(row["table_name"]), str(row["row_key"])))
     return findings
 
 

@@ -240,16 +240,21 @@ SELECT w.*, b.product
  ORDER BY w.batch_id
 """
 _STORE = """
-INSERT INTO batch_coldchain_summaries (batch_id, covers_from, covers_to, summary, chart_svg)
-VALUES (%(batch_id)s, %(covers_from)s, %(covers_to)s, %(summary)s, %(chart)s)
+INSERT INTO batch_coldchain_summaries (batch_id, covers_from, covers_to, summary, chart_svg,
+                                       readings_count, readings_sha256)
+SELECT %(batch_id)s, %(covers_from)s, %(covers_to)s, %(summary)s, %(chart)s, d.n, d.sha256
+  FROM custody_readings_digest(%(history)s) d
 ON CONFLICT (batch_id) DO UPDATE SET summarised_at = now(), covers_from = EXCLUDED.covers_from,
-    covers_to = EXCLUDED.covers_to, summary = EXCLUDED.summary, chart_svg = EXCLUDED.chart_svg
+    covers_to = EXCLUDED.covers_to, summary = EXCLUDED.summary, chart_svg = EXCLUDED.chart_svg,
+    readings_count = EXCLUDED.readings_count, readings_sha256 = EXCLUDED.readings_sha256
 """
 
 
 def store_summary(conn: Conn, *, batch: dict[str, Any]) -> None:
-    """Stores a batch's page summary (a row of _UNSUMMARISED) so its readings may go."""
-    cold = summarize(conn, product=batch["product"], batch_ids=list(batch["history_ids"]))
+    """Stores a batch's summary (a row of _UNSUMMARISED) with the count and digest of the readings it
+    was computed from: an audited record, so its readings may go and edits to them show."""
+    history = list(batch["history_ids"])
+    cold = summarize(conn, product=batch["product"], batch_ids=history)
     conn.execute(
         _STORE,
         {
@@ -258,8 +263,34 @@ def store_summary(conn: Conn, *, batch: dict[str, Any]) -> None:
             "covers_to": batch["covers_to"],
             "summary": Jsonb(cold.as_json()),
             "chart": chart_svg(cold),
+            "history": history,
         },
     )
+
+
+EVIDENCE_ACTOR = "trace:custody-evidence"
+# Summaries whose readings gained late arrivals since they were recorded.
+_LATE = """
+SELECT s.batch_id, s.covers_from, s.covers_to, b.product, batch_history(s.batch_id) AS history_ids
+  FROM batch_coldchain_summaries s JOIN batches b ON b.id = s.batch_id
+ WHERE s.batch_id IN (SELECT row_key::bigint FROM audit_evidence_drift()
+                       WHERE table_name = 'batch_coldchain_summaries' AND late)
+"""
+
+
+def record_evidence(conn: Conn) -> int:
+    """Enters into the audit chain the cold-chain summary of every lot whose custody has all ended
+    (and again where late readings arrived since); returns how many were recorded. `agritrace audit
+    checkpoint` runs it before it signs the chain's head."""
+    recorded = 0
+    with conn.transaction():
+        audit.set_actor(conn, EVIDENCE_ACTOR)
+        due = [b for b in conn.execute(_UNSUMMARISED).fetchall() if b["covers_to"] is not None]
+        due += conn.execute(_LATE).fetchall()
+        for batch in due:
+            store_summary(conn, batch=batch)
+            recorded += 1
+    return recorded
 
 
 def retention_guard(conn: Conn, cutoff: datetime) -> datetime:
