@@ -20,6 +20,7 @@ from agritrace.coldchain import router as coldchain_router
 from agritrace.devices import router as devices_router
 from agritrace.mqtt import new_client
 from agritrace.settings import get_settings
+from agritrace.trace import labels
 from agritrace.trace import public as trace_public
 from agritrace.trace import router as trace_router
 
@@ -50,9 +51,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pool = pool
     app.state.broker = broker
     app.state.page_limiter = anyio.CapacityLimiter(settings.public_page_threads)
+    app.state.label_jobs = labels.Runner(settings.database_url)
+    app.state.label_jobs.start()
     try:
         yield
     finally:
+        app.state.label_jobs.stop()
         broker.disconnect()
         broker.loop_stop()
         pool.close()

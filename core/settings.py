@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     counterfeit_window_hours: int = Field(default=24, ge=1, le=24 * 90)
     counterfeit_ignore_networks: list[str] = []
 
+    # Label sheets: larger than `labels_sync_max` labels they are made by a background job
+    # (POST /api/v1/batches/{id}/label-jobs), and one job holds at most `labels_per_job_max`.
+    labels_sync_max: int = Field(default=480, ge=1)
+    labels_per_job_max: int = Field(default=10000, ge=1)
+
     @field_validator("counterfeit_ignore_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:

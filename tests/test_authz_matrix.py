@@ -31,6 +31,7 @@ from agritrace.db import Conn
 from agritrace.devices import broker
 from agritrace.devices import service as devices_service
 from agritrace.trace import codes as trace_codes
+from agritrace.trace import labels
 from agritrace.trace import service as trace_service
 
 PERSONAS = ("none", "expired", "revoked", "regulator", "own", "other", "admin")
@@ -53,6 +54,7 @@ class Tenant:
     lot: str
     gtin: str
     code: str  # a code issued for batch_id
+    label_job_id: int  # a finished label job of batch_id
 
 
 @dataclass
@@ -432,6 +434,28 @@ CASES += [
     Case("GET", "/api/v1/codes/flagged", lambda t: "/api/v1/codes/flagged", staff_only()),
     Case(
         "POST",
+        "/api/v1/batches/{batch_id}/label-jobs",
+        lambda t: f"/api/v1/batches/{t.batch_id}/label-jobs",
+        tenant_write(202),
+    ),
+    Case(
+        "GET", "/api/v1/label-jobs/{job_id}", lambda t: f"/api/v1/label-jobs/{t.label_job_id}", tenant_read()
+    ),
+    Case(
+        "GET",
+        "/api/v1/label-jobs/{job_id}/labels.pdf",
+        lambda t: f"/api/v1/label-jobs/{t.label_job_id}/labels.pdf",
+        tenant_read(),
+    ),
+    # The job is finished: cancelling it is a conflict for those who may see it.
+    Case(
+        "DELETE",
+        "/api/v1/label-jobs/{job_id}",
+        lambda t: f"/api/v1/label-jobs/{t.label_job_id}",
+        authed(admin=409, regulator=403, own=409, other=404),
+    ),
+    Case(
+        "POST",
         "/api/v1/codes/{code}/flag/clear",
         lambda t: f"/api/v1/codes/{t.code}/flag/clear",
         tenant_read(),
@@ -488,9 +512,12 @@ def make_tenant(conn: Conn, *, broker_client: bool) -> Tenant:
         conn, product="mango", cooperative_id=coop["id"], quantity=50, unit="kg"
     )
     (code,) = trace_codes.issue_codes(conn, batch_id=batch["id"], count=1)
+    job = labels.submit(conn, batch_id=batch["id"], cooperative_id=None, requested_by="cli:matrix")
+    while labels.get(conn, job_id=job["id"], cooperative_id=None)["status"] != "done":
+        assert labels.run_one(conn)
     return Tenant(
         coop["id"], name, gw, ch["id"], tok["id"], alert["id"], rule["id"],
-        batch["id"], batch2["id"], batch["lot"], gtin, code["code"],
+        batch["id"], batch2["id"], batch["lot"], gtin, code["code"], job["id"],
     )  # fmt: skip
 
 

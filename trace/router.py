@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
 from agritrace.api import problems
@@ -14,8 +14,9 @@ from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, dec
 from agritrace.api.tokens import Principal
 from agritrace.db import Conn
 from agritrace.errors import Forbidden, InvalidInput, NotFound
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
-from agritrace.trace import epcis, schemas
+from agritrace.trace import epcis, labels, schemas
 from agritrace.trace import service as trace_service
 
 router = APIRouter(prefix="/api/v1", tags=["trace"], responses=problems.AUTH_RESPONSES)
@@ -359,13 +360,19 @@ def issue_codes(
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}, "example": "%PDF-1.4 …"}
             }
         },
-        **problems.responses(404),
+        **problems.responses(404, 422),
     },
 )
 def labels_pdf(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
     batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    labels = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=trace_codes.label_name(batch))
+    codes = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
+    limit = get_settings().labels_sync_max
+    if len(codes) > limit:
+        raise labels.TooManyLabels(
+            f"{len(codes)} labels are made as a background job (more than {limit} here): "
+            f"POST /api/v1/batches/{batch_id}/label-jobs"
+        )
+    pdf = trace_codes.label_sheet_pdf(labels=codes, product_name=trace_codes.label_name(batch))
     return Response(
         pdf,
         media_type="application/pdf",
@@ -446,3 +453,73 @@ def clear_flag(
         raise NotFound(f"no code {code!r}")
     scope.check(owner["cooperative_id"], "code")
     return trace_codes.clear_flag(conn, serial=trace_codes.normalize_serial(code) or "", note=body.note)
+
+
+_JOB = {
+    "id": 7,
+    "batch_id": 42,
+    "status": "running",
+    "total": 2000,
+    "done": 480,
+    "error": None,
+    "created_at": "2026-05-01T08:00:00Z",
+    "started_at": "2026-05-01T08:00:01Z",
+    "finished_at": None,
+}
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, examples=[7])]
+
+
+@router.post(
+    "/batches/{batch_id}/label-jobs",
+    status_code=202,
+    summary="Make the batch's label sheet in the background",
+    description="Queues an A4 label sheet of the batch's codes; poll the job for progress, fetch its PDF "
+    "when done, or cancel it. One job holds at most AGRITRACE_LABELS_PER_JOB_MAX labels.",
+    responses=_example({**_JOB, "status": "queued", "done": 0}, 404, 422, status_code=202),
+)
+def submit_label_job(
+    batch_id: BatchId, request: Request, response: Response, conn: ConnDep, principal: Writer, scope: ScopeDep
+) -> dict[str, Any]:
+    job = labels.submit(
+        conn, batch_id=batch_id, cooperative_id=scope.cooperative_id, requested_by=principal.actor
+    )
+    conn.commit()
+    request.app.state.label_jobs.wake()
+    response.headers["Location"] = f"/api/v1/label-jobs/{job['id']}"
+    return job
+
+
+@router.get("/label-jobs/{job_id}", summary="A label job's progress", responses=_example(_JOB, 404))
+def get_label_job(job_id: JobId, conn: ConnDep, scope: ScopeDep) -> dict[str, Any]:
+    return labels.get(conn, job_id=job_id, cooperative_id=scope.cooperative_id)
+
+
+@router.get(
+    "/label-jobs/{job_id}/labels.pdf",
+    response_class=Response,
+    summary="A finished label job's PDF",
+    responses={
+        200: {
+            "content": {
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}, "example": "%PDF-1.4 …"}
+            }
+        },
+        **problems.responses(404, 409),
+    },
+)
+def label_job_pdf(job_id: JobId, conn: ConnDep, scope: ScopeDep) -> Response:
+    job, pdf = labels.pdf(conn, job_id=job_id, cooperative_id=scope.cooperative_id)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="labels-{job["lot"]}.pdf"'},
+    )
+
+
+@router.delete(
+    "/label-jobs/{job_id}",
+    summary="Cancel a label job",
+    responses=_example({**_JOB, "status": "cancelled"}, 404, 409),
+)
+def cancel_label_job(job_id: JobId, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
+    return labels.cancel(conn, job_id=job_id, cooperative_id=scope.cooperative_id)
