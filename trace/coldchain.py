@@ -38,7 +38,7 @@ SELECT k.channel_id, k.started_at, least(coalesce(k.ended_at, now()), now()) AS 
  WHERE k.batch_id = ANY(%s) AND ch.unit = 'Cel' AND k.started_at < now()
  ORDER BY k.started_at
 """
-# The product's band is its cold-chain profile (editable: `agritrace coldchain profiles`), the same
+# The product's band is its cold-chain profile (editable: `PATCH /api/v1/coldchain/profiles/{name}`), the same
 # one the alert rules of a channel holding it use.
 _BAND = "SELECT temp_low, temp_high FROM coldchain_profiles WHERE name = %s"
 
