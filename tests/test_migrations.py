@@ -4,6 +4,7 @@ before it, so the order yoyo applies them in is the order of their numbers."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_every_migration_from_0012_has_its_own_number_and_a_subject() -> None:
 
 def test_each_new_migration_depends_on_the_one_before() -> None:
     ordered = [p for n, p in _numbered() if n >= LEGACY_LAST]
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         first = after.read_text().splitlines()[0]
         assert first.startswith("-- depends:"), f"{after.name}: first line must be '-- depends: ...'"
         assert before.stem in first.split(), f"{after.name} does not depend on {before.stem}"
