@@ -18,6 +18,8 @@ need_root() {
 apt_packages=(
   "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" postgresql-client-common
   mosquitto mosquitto-clients
+  # headers for the broker plugin built below (deploy/mosquitto/retain_guard.c)
+  mosquitto-dev libmosquitto-dev
   build-essential cmake dpkg-dev xz-utils
   zbar-tools chromium
   # wrk: the trace page benchmark; a CJK font so headless Chromium screenshots show Chinese text
@@ -74,4 +76,19 @@ if ! tsdb_installed; then
     rm -rf "$work"
   fi
   tsdb_installed || { echo "install: TimescaleDB did not install" >&2; exit 1; }
+fi
+
+# The broker's retain guard (deploy/mosquitto/retain_guard.c), a Mosquitto plugin: built again
+# whenever its source changes (the checksum beside it says from what it was built).
+plugin_src="$here/../mosquitto/retain_guard.c"
+plugin="${AGRITRACE_MQTT_RETAIN_PLUGIN:-/usr/local/lib/agritrace/mosquitto_retain_guard.so}"
+plugin_sum="$(sha256sum < "$plugin_src" | cut -d' ' -f1)"
+if [ ! -f "$plugin" ] || [ "$(cat "$plugin.sha256" 2>/dev/null)" != "$plugin_sum" ]; then
+  need_root "$@"
+  echo "install: building the broker's retain guard plugin ($plugin)"
+  mkdir -p "$(dirname "$plugin")"
+  gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$plugin.new" "$plugin_src"
+  chmod 755 "$plugin.new"
+  mv "$plugin.new" "$plugin"  # a running broker keeps the file it loaded
+  echo "$plugin_sum" > "$plugin.sha256"
 fi
