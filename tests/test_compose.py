@@ -93,7 +93,11 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
     services = _compose()["services"]
     assert {"timescaledb", "mosquitto", "migrate", "api", "ingest-1", "ingest-2", "grafana"} <= set(services)
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
-    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")
+    # The broker image is the official one plus the retain guard plugin (deploy/mosquitto/Dockerfile).
+    build = services["mosquitto"]["build"]
+    dockerfile = (COMPOSE.parent / build["context"] / build["dockerfile"]).read_text()
+    assert re.search(r"^ARG MOSQUITTO_IMAGE=eclipse-mosquitto:2\.0\.\d+$", dockerfile, re.M)
+    assert "COPY retain_guard.c" in dockerfile and "/usr/lib/mosquitto_retain_guard.so" in dockerfile
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     for name, service in services.items():
         if name != "migrate":
@@ -107,7 +111,28 @@ def test_compose_runs_the_whole_stack_with_healthchecks_and_volumes() -> None:
     ]:
         assert f"agritrace {command}" in local.replace('"$BIN/agritrace" ', "agritrace ")
         assert " ".join(services[name]["command"]).startswith(f"agritrace {command}"), name
-    assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "grafana", "audit"}
+    assert set(_compose()["volumes"]) == {"pgdata", "mosquitto", "mqtt-ca", "grafana", "audit"}
+
+
+def test_compose_publishes_only_the_brokers_tls_port_and_gives_gateways_its_ca() -> None:
+    services = _compose()["services"]
+    mosquitto = services["mosquitto"]
+    # Issue 12: the plaintext listener was published on every host interface.
+    assert [p.split(":")[-1] for p in mosquitto["ports"]] == ["8883"]
+    env = services["api"]["environment"]
+    assert str(env["AGRITRACE_MQTT_TLS_PORT"]) == str(env["AGRITRACE_MQTT_PUBLIC_PORT"]) == "8883"
+    assert mosquitto["environment"]["AGRITRACE_MQTT_PUBLIC_HOST"] == env["AGRITRACE_MQTT_PUBLIC_HOST"]
+    # The CA certificate the broker's entrypoint writes is the file the app hands to gateways.
+    ca_volume = next(v for v in mosquitto["volumes"] if v.startswith("mqtt-ca:"))
+    for name in ("api", "migrate"):
+        mount = next(v for v in services[name]["volumes"] if v.startswith("mqtt-ca:"))
+        assert mount.endswith(":ro")
+        assert env["AGRITRACE_MQTT_TLS_CA_FILE"] == mount.split(":")[1] + "/ca.crt"
+    assert ca_volume.split(":")[1] == "/mosquitto/ca"
+    assert (
+        'public_ca="${MOSQUITTO_PUBLIC_CA_DIR:-/mosquitto/ca}"'
+        in (DEPLOY / "mosquitto" / "compose-entrypoint.sh").read_text()
+    )
 
 
 def test_compose_ingest_workers_each_have_their_own_identity() -> None:
@@ -208,19 +233,29 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+RETAIN_PLUGIN = os.environ.get(
+    "AGRITRACE_MQTT_RETAIN_PLUGIN", "/usr/local/lib/agritrace/mosquitto_retain_guard.so"
+)
+
+
 @pytest.mark.skipif(shutil.which("mosquitto") is None or os.geteuid() != 0, reason="needs mosquitto and root")
 def test_compose_broker_entrypoint_starts_a_broker_that_admits_only_its_admin() -> None:
     # The container's entrypoint, run against this machine's Mosquitto with temporary paths: the
-    # rendered template must start, and dynamic security must admit the admin and refuse others.
+    # rendered template must start, and dynamic security must admit the admin and refuse others, on
+    # the plaintext listener and on the TLS one (verified against the CA the app hands out).
     work = Path(tempfile.mkdtemp(prefix="agritrace-compose-mqtt-"))
     work.chmod(0o755)  # the broker drops to the mosquitto user
-    port = _free_port()
+    port, tls_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "MOSQUITTO_DATA_DIR": str(work / "data"),
         "MOSQUITTO_CONFIG_DIR": str(work / "config"),
         "MOSQUITTO_TEMPLATE": str(DEPLOY / "mosquitto" / "mosquitto.conf.in"),
         "MOSQUITTO_PORT": str(port),
+        "MOSQUITTO_TLS_PORT": str(tls_port),
+        "MOSQUITTO_PUBLIC_CA_DIR": str(work / "ca"),
+        "MOSQUITTO_RETAIN_PLUGIN": RETAIN_PLUGIN,
+        "AGRITRACE_MQTT_PUBLIC_HOST": "mqtt.example.cn",
         "AGRITRACE_MQTT_ADMIN_USERNAME": "compose-admin",
         "AGRITRACE_MQTT_ADMIN_PASSWORD": "compose-admin-secret",
     }
@@ -231,31 +266,48 @@ def test_compose_broker_entrypoint_starts_a_broker_that_admits_only_its_admin() 
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+                if s.connect_ex(("127.0.0.1", tls_port)) == 0:
                     break
             time.sleep(0.1)
 
-        def publish(password: str) -> int:
-            args = [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-u",
-                "compose-admin",
-                "-P",
-                password,
-            ]
+        def publish(password: str, *tls: str) -> int:
+            args = ["mosquitto_pub", *tls, "-p", str(tls_port if tls else port), "-u", "compose-admin"]
             return subprocess.run(
-                [*args, "-t", "agritrace/healthcheck", "-n"], capture_output=True, check=False
+                [
+                    *args,
+                    "-h",
+                    "localhost" if tls else "127.0.0.1",
+                    "-P",
+                    password,
+                    "-t",
+                    "agritrace/healthcheck",
+                    "-n",
+                ],
+                capture_output=True,
+                check=False,
             ).returncode
 
+        ca = work / "ca" / "ca.crt"
         assert publish("compose-admin-secret") == 0
         assert publish("wrong") != 0
+        assert publish("compose-admin-secret", "--cafile", str(ca)) == 0
+        assert publish("wrong", "--cafile", str(ca)) != 0
+        # The certificate names the public host gateways are told, and the CA key is root's alone.
+        tls_dir = work / "data" / "tls"
+        san = subprocess.run(
+            ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(tls_dir / "server.crt")],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "DNS:mqtt.example.cn" in san and "DNS:localhost" in san and "IP Address:127.0.0.1" in san
+        assert ca.read_bytes() == (tls_dir / "ca.crt").read_bytes()
+        for path, owner in (
+            (tls_dir / "ca.key", "root"),
+            (work / "data" / "dynamic-security.json", "mosquitto"),
+        ):
+            assert (path.stat().st_mode & 0o777, path.owner()) == (0o600, owner), path
     finally:
         broker.terminate()
         broker.wait(timeout=10)

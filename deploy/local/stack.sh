@@ -12,6 +12,11 @@ PG_BIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
 PG_PORT="${AGRITRACE_PG_PORT:-55432}"
 MQTT_PORT="${AGRITRACE_MQTT_PORT:-18830}"
 MQTT_BIND="${AGRITRACE_MQTT_BIND:-127.0.0.1}"
+# The TLS listener is the gateways' way in, so it listens on every interface.
+MQTT_TLS_PORT="${AGRITRACE_MQTT_TLS_PORT:-18831}"
+MQTT_TLS_BIND="${AGRITRACE_MQTT_TLS_BIND:-0.0.0.0}"
+# Built by deploy/local/install.sh from deploy/mosquitto/retain_guard.c.
+RETAIN_PLUGIN="${AGRITRACE_MQTT_RETAIN_PLUGIN:-/usr/local/lib/agritrace/mosquitto_retain_guard.so}"
 ENV_FILE="$STATE/agritrace.env"
 # shellcheck source=deploy/local/lib.sh
 . "$repo/deploy/local/lib.sh"
@@ -56,6 +61,8 @@ AGRITRACE_DATABASE_OWNER_PASSWORD=${ownerpw}
 AGRITRACE_DATABASE_ROLES_URL=postgresql://agritrace_roles:${rolespw}@127.0.0.1:${PG_PORT}/postgres
 AGRITRACE_MQTT_HOST=127.0.0.1
 AGRITRACE_MQTT_PORT=${MQTT_PORT}
+AGRITRACE_MQTT_TLS_PORT=${MQTT_TLS_PORT}
+AGRITRACE_MQTT_TLS_CA_FILE=$(data_root)/tls/ca.crt
 AGRITRACE_MQTT_ADMIN_USERNAME=agritrace-admin
 AGRITRACE_MQTT_ADMIN_PASSWORD=${admpw}
 AGRITRACE_MQTT_INGEST_PASSWORD=${ingpw}
@@ -83,6 +90,10 @@ upgrade_env_file() {
   for name in AGRITRACE_MQTT_ALERTS_PASSWORD AGRITRACE_MQTT_AUDIT_PASSWORD; do
     grep -q "^${name}=" "$ENV_FILE" || echo "${name}=$(random_secret)" >> "$ENV_FILE"
   done
+  # Before the broker had a TLS listener for gateways.
+  grep -q '^AGRITRACE_MQTT_TLS_PORT=' "$ENV_FILE" || echo "AGRITRACE_MQTT_TLS_PORT=${MQTT_TLS_PORT}" >> "$ENV_FILE"
+  grep -q '^AGRITRACE_MQTT_TLS_CA_FILE=' "$ENV_FILE" ||
+    echo "AGRITRACE_MQTT_TLS_CA_FILE=$(data_root)/tls/ca.crt" >> "$ENV_FILE"
 }
 
 url_password() { sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|'; }
@@ -149,25 +160,44 @@ mqtt_pid() {
 }
 
 mqtt_start() {
-  local root persist conf
-  root="$(data_root)"; persist="$root/mosquitto"; conf="$persist/mosquitto.conf"
+  local root persist conf tls
+  root="$(data_root)"; persist="$root/mosquitto"; conf="$persist/mosquitto.conf"; tls="$root/tls"
   [ -n "$DYNSEC_PLUGIN" ] || { echo "stack: mosquitto_dynamic_security.so not found" >&2; exit 1; }
+  [ -f "$RETAIN_PLUGIN" ] || { echo "stack: $RETAIN_PLUGIN not found (deploy/local/install.sh builds it)" >&2; exit 1; }
   mkdir -p "$persist"
+  # The TLS listener's certificate: for this machine's names and the public host gateways are told.
+  local public_host="${AGRITRACE_MQTT_PUBLIC_HOST:-$(env_value AGRITRACE_MQTT_PUBLIC_HOST || true)}"
+  sh "$repo/deploy/mosquitto/tls-certs.sh" "$tls" mosquitto localhost 127.0.0.1 \
+    $(hostname | grep -E '^[A-Za-z0-9.-]+$' || true) ${public_host} | sed 's/^/stack: /'
   sed -e "s|@MQTT_PORT@|${MQTT_PORT}|" -e "s|@MQTT_BIND@|${MQTT_BIND}|" \
+      -e "s|@MQTT_TLS_PORT@|${MQTT_TLS_PORT}|" -e "s|@MQTT_TLS_BIND@|${MQTT_TLS_BIND}|" \
+      -e "s|@TLS_DIR@|${tls}|g" -e "s|@RETAIN_PLUGIN@|${RETAIN_PLUGIN}|" \
       -e "s|@PERSIST_DIR@|${persist}|g" -e "s|@DYNSEC_PLUGIN@|${DYNSEC_PLUGIN}|" \
       -e "s|@LOG_DEST@|file ${persist}/mosquitto.log|" \
-      "$repo/deploy/mosquitto/mosquitto.conf.in" > "$conf"
-  echo "pid_file $persist/mosquitto.pid" >> "$conf"
-  echo "user mosquitto" >> "$conf"
+      "$repo/deploy/mosquitto/mosquitto.conf.in" > "$conf.new"
+  echo "pid_file $persist/mosquitto.pid" >> "$conf.new"
+  echo "user mosquitto" >> "$conf.new"
+  # A running broker keeps the config it started with: restart it when the config changed (an
+  # upgrade, other ports). Sessions and queued messages are saved on the way down.
+  if ! cmp -s "$conf.new" "$conf" && mqtt_pid >/dev/null; then
+    log "broker config changed: restarting Mosquitto"
+    mqtt_stop
+  fi
+  mv "$conf.new" "$conf"
   if [ ! -f "$persist/dynamic-security.json" ]; then
     log "initialising broker accounts"
     mosquitto_ctrl dynsec init "$persist/dynamic-security.json" \
       "$(env_value AGRITRACE_MQTT_ADMIN_USERNAME)" "$(env_value AGRITRACE_MQTT_ADMIN_PASSWORD)" >/dev/null
   fi
+  # The accounts file (password hashes) and the persistence file are the broker's alone.
   chown -R mosquitto: "$persist"
+  chmod 700 "$persist"
+  chmod 600 "$persist/dynamic-security.json"
   if ! mqtt_pid >/dev/null; then
-    log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT}"
-    (close_inherited_fds; exec mosquitto -d -c "$conf" </dev/null >/dev/null 2>&1)
+    log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT} (services), TLS ${MQTT_TLS_BIND}:${MQTT_TLS_PORT} (gateways)"
+    # umask 077: Mosquitto 2.0.11 rewrites dynamic-security.json (and its persistence file) with
+    # the process umask on every change, which would make them world-readable again.
+    (close_inherited_fds; umask 077; exec mosquitto -d -c "$conf" </dev/null >/dev/null 2>&1)
     for _ in $(seq 50); do mqtt_pid >/dev/null && break; sleep 0.1; done
   fi
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break; sleep 0.1; done
@@ -194,7 +224,8 @@ case "${1:-}" in
   status)
     root="$(data_root)"
     as_postgres "$PG_BIN/pg_ctl" -D "$root/pg" status >/dev/null 2>&1 && echo "postgresql: running (127.0.0.1:$PG_PORT)" || echo "postgresql: stopped"
-    mqtt_pid >/dev/null && echo "mosquitto: running ($MQTT_BIND:$MQTT_PORT)" || echo "mosquitto: stopped" ;;
+    mqtt_pid >/dev/null && echo "mosquitto: running ($MQTT_BIND:$MQTT_PORT, TLS $MQTT_TLS_BIND:$MQTT_TLS_PORT)" ||
+      echo "mosquitto: stopped" ;;
   data-root) data_root ;;
   *) echo "usage: $0 start|stop|status|start-db|stop-db|start-broker|stop-broker|data-root" >&2; exit 2 ;;
 esac

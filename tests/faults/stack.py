@@ -25,6 +25,10 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The broker's retain guard, built by deploy/local/install.sh (deploy/mosquitto/retain_guard.c).
+RETAIN_PLUGIN = Path(
+    os.environ.get("AGRITRACE_MQTT_RETAIN_PLUGIN", "/usr/local/lib/agritrace/mosquitto_retain_guard.so")
+)
 AGRITRACE = str(Path(sys.executable).parent / "agritrace")
 
 
@@ -59,8 +63,10 @@ class FaultStack:
         self.dir.chmod(0o755)
         self.pg_port = free_port()
         self.mqtt_port = free_port()
+        self.mqtt_tls_port = free_port()
         self.pgdata = self.dir / "pg"
         self.broker_dir = self.dir / "mosquitto"
+        self.tls_dir = self.dir / "tls"
         self.broker: subprocess.Popen[bytes] | None = None
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.alerts: subprocess.Popen[bytes] | None = None
@@ -76,6 +82,8 @@ class FaultStack:
             "AGRITRACE_DATABASE_OWNER_PASSWORD": self.owner_password,
             "AGRITRACE_MQTT_HOST": "127.0.0.1",
             "AGRITRACE_MQTT_PORT": str(self.mqtt_port),
+            "AGRITRACE_MQTT_TLS_PORT": str(self.mqtt_tls_port),
+            "AGRITRACE_MQTT_TLS_CA_FILE": str(self.tls_dir / "ca.crt"),
             "AGRITRACE_MQTT_ADMIN_USERNAME": "agritrace-faults-admin",
             "AGRITRACE_MQTT_ADMIN_PASSWORD": self.admin_password,
             "AGRITRACE_INGEST_WORKERS": "4",
@@ -137,11 +145,22 @@ class FaultStack:
     # --- Mosquitto ---------------------------------------------------------------------------
     def start_broker(self) -> None:
         plugin = next(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+        if not RETAIN_PLUGIN.is_file():
+            raise RuntimeError(f"{RETAIN_PLUGIN} is missing: deploy/local/install.sh builds it")
         self.broker_dir.mkdir(exist_ok=True)
+        subprocess.run(
+            ["sh", str(REPO / "deploy/mosquitto/tls-certs.sh"), str(self.tls_dir), "mosquitto",
+             "localhost", "127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
         template = (REPO / "deploy/mosquitto/mosquitto.conf.in").read_text()
         conf = (
             template.replace("@MQTT_PORT@", str(self.mqtt_port))
             .replace("@MQTT_BIND@", "127.0.0.1")
+            .replace("@MQTT_TLS_PORT@", str(self.mqtt_tls_port))
+            .replace("@MQTT_TLS_BIND@", "127.0.0.1")
+            .replace("@TLS_DIR@", str(self.tls_dir))
+            .replace("@RETAIN_PLUGIN@", str(RETAIN_PLUGIN))
             .replace("@PERSIST_DIR@", str(self.broker_dir))
             .replace("@DYNSEC_PLUGIN@", str(plugin))
             .replace("@LOG_DEST@", f"file {self.broker_dir}/mosquitto.log")
@@ -154,9 +173,11 @@ class FaultStack:
                 check=True, capture_output=True,
             )  # fmt: skip
         subprocess.run(["chown", "-R", "mosquitto:", str(self.broker_dir)], check=True)
+        dynsec.chmod(0o600)
+        # umask 077 as deploy/local/stack.sh: the broker rewrites the accounts file on every change.
         self.broker = subprocess.Popen(
             ["mosquitto", "-c", str(self.broker_dir / "mosquitto.conf")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077,
         )  # fmt: skip
 
         def listening() -> bool:
