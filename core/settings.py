@@ -46,9 +46,17 @@ class Settings(BaseSettings):
     database_pool_min: int = Field(default=2, ge=1)
     database_pool_max: int = Field(default=10, ge=1)
 
+    # The broker's plaintext listener, for the platform's own processes: loopback locally, the
+    # containers' network in compose (deploy/mosquitto/mosquitto.conf.in).
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 18830
-    # Host and port that gateways are told to use (may differ from how the server reaches the broker).
+    # The broker's TLS listener, the gateways' way in (8883 in compose).
+    mqtt_tls_port: int = Field(default=18831, ge=1, le=65535)
+    # The CA certificate (PEM) gateways verify the broker with, handed out with their credentials;
+    # unset when the broker's certificate is from a CA the gateways already trust.
+    mqtt_tls_ca_file: Path | None = None
+    # Host and TLS port that gateways are told to use (may differ from how the server reaches the
+    # broker; the host must be in the broker certificate's subjectAltName). Port default: mqtt_tls_port.
     mqtt_public_host: str | None = None
     mqtt_public_port: int | None = None
     # The broker's dynamic-security admin, used to provision gateway clients.
@@ -167,7 +175,7 @@ class Settings(BaseSettings):
 
     @property
     def gateway_mqtt_port(self) -> int:
-        return self.mqtt_public_port or self.mqtt_port
+        return self.mqtt_public_port or self.mqtt_tls_port
 
     def _audit_path(self, given: Path | None, setting: str, name: str) -> Path:
         if given is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -54,6 +54,7 @@ def broker_audit_reader(
     """Creates a broker account that may only read the retained signed audit checkpoint (topic
     agritrace/v1/audit/checkpoint); prints its username, password and topic as JSON, once."""
     settings = get_settings()
+    connection = service.mqtt_connection(settings)
     with broker.admin_session(settings) as dynsec:
         username, password = broker.create_audit_reader(dynsec, name)
     typer.echo(
@@ -63,11 +64,21 @@ def broker_audit_reader(
                 "client_id": username,
                 "password": password,
                 "topic": broker.AUDIT_TOPIC,
-                "host": settings.gateway_mqtt_host,
-                "port": settings.gateway_mqtt_port,
+                **connection,
             }
         )
     )
+
+
+@broker_app.command("ca")
+def broker_ca() -> None:
+    """Prints the CA certificate (PEM) gateways verify the broker's TLS listener with."""
+    ca = service.mqtt_connection(get_settings())["ca_certificate"]
+    if ca is None:
+        raise typer.BadParameter(
+            "AGRITRACE_MQTT_TLS_CA_FILE is not set: the broker's certificate is from a CA gateways already trust"
+        )
+    typer.echo(ca, nl=False)
 
 
 @broker_app.command("remove-orphan")
@@ -87,13 +98,16 @@ def broker_remove_orphan(username: str) -> None:
 gateways_app = typer.Typer(help="Sensor gateways and their MQTT credentials.", no_args_is_help=True)
 
 
-def _print_credentials(gateway_id: str, password: str, as_json: bool) -> None:
-    mqtt = service.mqtt_credentials(get_settings(), gateway_id=gateway_id, password=password)
+def _print_credentials(connection: dict[str, Any], gateway_id: str, password: str, as_json: bool) -> None:
+    mqtt = service.mqtt_credentials(connection, gateway_id=gateway_id, password=password)
     if as_json:
         typer.echo(json.dumps({"gateway_id": gateway_id, "mqtt": mqtt}))
-    else:
-        typer.echo(f"gateway {gateway_id}: mqtt://{mqtt['host']}:{mqtt['port']}")
-        typer.echo(f"  username {gateway_id}\n  password {password}   (shown once)")
+        return
+    typer.echo(f"gateway {gateway_id}: mqtts://{mqtt['host']}:{mqtt['port']}")
+    typer.echo(f"  client id {gateway_id}\n  username  {gateway_id}\n  password  {password}   (shown once)")
+    if mqtt["ca_certificate"]:
+        typer.echo("  CA certificate (save as ca.pem; also `agritrace broker ca`):")
+        typer.echo(mqtt["ca_certificate"].rstrip("\n"))
 
 
 @gateways_app.command("create")
@@ -103,14 +117,16 @@ def gateways_create(
     description: Annotated[str | None, typer.Option(help="Where it is, what it watches.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Registers a gateway and prints its MQTT credentials (the password is shown only now)."""
+    """Registers a gateway and prints its MQTT credentials (the password is shown only now) with the
+    broker's TLS host, port and CA certificate."""
+    connection = service.mqtt_connection(get_settings())
     with db.cli_connect() as conn, broker.admin_session() as dynsec:
         coop_id = service.get_or_create_cooperative(conn, name=cooperative)
         gw, password = service.create_gateway(
             conn, dynsec=dynsec, cooperative_id=coop_id, gateway_id=gateway_id, description=description
         )
         conn.commit()
-    _print_credentials(gw, password, as_json)
+    _print_credentials(connection, gw, password, as_json)
 
 
 @gateways_app.command("list")
@@ -149,7 +165,8 @@ def gateways_rotate(
     gateway_id: str, as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False
 ) -> None:
     """Issues a new password (the old one stops working) and prints the credentials."""
+    connection = service.mqtt_connection(get_settings())
     with db.cli_connect() as conn, broker.admin_session() as dynsec:
         password = service.rotate_credentials(conn, dynsec=dynsec, gateway_id=gateway_id)
         conn.commit()
-    _print_credentials(gateway_id, password, as_json)
+    _print_credentials(connection, gateway_id, password, as_json)

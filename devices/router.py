@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
@@ -46,8 +46,8 @@ LATEST_EXAMPLE = [{"name": "coldroom1/temp", "time": "2026-05-01T09:00:00Z", "va
 ChannelId = Annotated[int, Path(ge=1, le=2**63 - 1, examples=[12])]
 
 
-def _credentials(gateway_id: str, password: str) -> schemas.GatewayCredentials:
-    mqtt = service.mqtt_credentials(get_settings(), gateway_id=gateway_id, password=password)
+def _credentials(connection: dict[str, Any], gateway_id: str, password: str) -> schemas.GatewayCredentials:
+    mqtt = service.mqtt_credentials(connection, gateway_id=gateway_id, password=password)
     return schemas.GatewayCredentials(gateway_id=gateway_id, mqtt=schemas.MqttCredentials(**mqtt))
 
 
@@ -60,7 +60,9 @@ def _credentials(gateway_id: str, password: str) -> schemas.GatewayCredentials:
 def create_gateway(
     body: schemas.GatewayCreate, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
 ) -> schemas.GatewayCredentials:
-    """Registers a gateway and returns its MQTT credentials (the password is shown only here)."""
+    """Registers a gateway and returns its MQTT credentials (the password is shown only here) with
+    the broker's TLS host, port and CA certificate."""
+    connection = service.mqtt_connection(get_settings())
     if scope.cooperative_id is not None:
         own = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (scope.cooperative_id,)).fetchone()
         if body.cooperative is not None and (own is None or own["name"] != body.cooperative):
@@ -77,7 +79,7 @@ def create_gateway(
         gateway_id=body.gateway_id,
         description=body.description,
     )
-    return _credentials(gateway_id, password)
+    return _credentials(connection, gateway_id, password)
 
 
 @router.get("/gateways", response_model=schemas.GatewayList)
@@ -131,10 +133,11 @@ def rotate_credentials(
     gateway_id: GatewayId, conn: ConnDep, _w: Writer, scope: ScopeDep, dynsec: DynsecDep
 ) -> schemas.GatewayCredentials:
     """Issues a new password; the old one stops working and connected sessions are dropped."""
+    connection = service.mqtt_connection(get_settings())
     password = service.rotate_credentials(
         conn, dynsec=dynsec, gateway_id=gateway_id, cooperative_id=scope.cooperative_id
     )
-    return _credentials(gateway_id, password)
+    return _credentials(connection, gateway_id, password)
 
 
 @router.get(

@@ -44,8 +44,17 @@ class GatewayCreate(BaseModel):
 
 
 class MqttCredentials(BaseModel):
-    host: str
-    port: int
+    """The broker's TLS listener; connect with e.g.
+    `mosquitto_pub --cafile ca.pem -h HOST -p PORT -i CLIENT_ID -u USERNAME -P PASSWORD`."""
+
+    host: str = Field(description="Must match the broker certificate's subjectAltName.")
+    port: int = Field(description="The broker's TLS port (8883 in production).")
+    tls: bool = Field(description="Always true: the broker listens for gateways over TLS only.")
+    ca_certificate: str | None = Field(
+        description="PEM of the CA that signed the broker's certificate (save as ca.pem); "
+        "null when the certificate is from a CA the gateway already trusts."
+    )
+    client_id: str = Field(description="The only client id the broker accepts for this gateway.")
     username: str
     password: str
 
@@ -61,6 +70,9 @@ class GatewayCredentials(BaseModel):
                     "mqtt": {
                         "host": "mqtt.example.org",
                         "port": 8883,
+                        "tls": True,
+                        "ca_certificate": "-----BEGIN CERTIFICATE-----\nMIIB…\n-----END CERTIFICATE-----\n",
+                        "client_id": "gw-baise-01",
                         "username": "gw-baise-01",
                         "password": "s3cr3t-shown-once",
                     },

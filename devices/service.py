@@ -43,14 +43,28 @@ def cooperative_id_by_name(conn: Conn, *, name: str) -> int | None:
     return None if row is None else int(row["id"])
 
 
-def mqtt_credentials(settings: Settings, *, gateway_id: str, password: str) -> dict[str, Any]:
-    """What a gateway needs to connect (the CLI and API contract)."""
+def mqtt_connection(settings: Settings) -> dict[str, Any]:
+    """How any gateway reaches the broker: its TLS listener, and the CA certificate (PEM) to verify it
+    with, or None when the broker's certificate comes from a CA gateways already trust. Read before
+    a gateway is made, so a missing CA file changes nothing."""
+    ca_certificate = None
+    if settings.mqtt_tls_ca_file is not None:
+        try:
+            ca_certificate = settings.mqtt_tls_ca_file.read_text()
+        except OSError as exc:
+            raise RuntimeError(f"AGRITRACE_MQTT_TLS_CA_FILE cannot be read: {exc}") from exc
     return {
         "host": settings.gateway_mqtt_host,
         "port": settings.gateway_mqtt_port,
-        "username": gateway_id,
-        "password": password,
+        "tls": True,
+        "ca_certificate": ca_certificate,
     }
+
+
+def mqtt_credentials(connection: dict[str, Any], *, gateway_id: str, password: str) -> dict[str, Any]:
+    """What a gateway needs to connect (the CLI and API contract): the broker's TLS host, port and CA,
+    and its own client id, username (both the gateway id) and password."""
+    return {**connection, "client_id": gateway_id, "username": gateway_id, "password": password}
 
 
 def create_gateway(
