@@ -70,12 +70,15 @@ def test_cli_creates_a_gateway_and_prints_the_contract_json(database: str, creat
     created.append(doc["gateway_id"])
     settings = get_settings()
     assert set(doc) == {"gateway_id", "mqtt"}
-    assert set(doc["mqtt"]) == {"host", "port", "username", "password"}
+    assert set(doc["mqtt"]) == {"host", "port", "tls", "ca_certificate", "client_id", "username", "password"}
     assert (
         doc["mqtt"]["host"] == settings.gateway_mqtt_host
-        and doc["mqtt"]["port"] == settings.gateway_mqtt_port
+        and doc["mqtt"]["port"] == settings.gateway_mqtt_port == settings.mqtt_tls_port
+        and doc["mqtt"]["tls"] is True
     )
-    assert doc["mqtt"]["username"] == doc["gateway_id"]
+    assert settings.mqtt_tls_ca_file is not None
+    assert doc["mqtt"]["ca_certificate"] == settings.mqtt_tls_ca_file.read_text()
+    assert doc["mqtt"]["username"] == doc["mqtt"]["client_id"] == doc["gateway_id"]
     assert can_connect(doc["gateway_id"], doc["mqtt"]["password"])
     with db.connect(database, autocommit=True) as conn:
         row = conn.execute(
@@ -97,6 +100,9 @@ def test_disabled_gateway_is_refused_and_rotation_replaces_the_password(
     assert made.status_code == 201, made.text
     gw, password = made.json()["gateway_id"], made.json()["mqtt"]["password"]
     created.append(gw)
+    # The API hands out the broker's TLS listener and its CA, as the CLI does.
+    assert made.json()["mqtt"]["tls"] is True and made.json()["mqtt"]["client_id"] == gw
+    assert made.json()["mqtt"]["ca_certificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert can_connect(gw, password)
     assert client.post(f"/api/v1/gateways/{gw}/disable", headers=auth(admin)).json()["disabled_at"]
     assert not can_connect(gw, password)

@@ -12,8 +12,9 @@ PG_BIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
 PG_PORT="${AGRITRACE_PG_PORT:-55432}"
 MQTT_PORT="${AGRITRACE_MQTT_PORT:-18830}"
 MQTT_BIND="${AGRITRACE_MQTT_BIND:-127.0.0.1}"
-# The TLS listener is the gateways' way in, so it listens on every interface.
-MQTT_TLS_PORT="${AGRITRACE_MQTT_TLS_PORT:-18831}"
+# The TLS listener is the gateways' way in, so it listens on every interface (port: the plaintext
+# one + 1 unless set, 18831 by default).
+MQTT_TLS_PORT="${AGRITRACE_MQTT_TLS_PORT:-$((MQTT_PORT + 1))}"
 MQTT_TLS_BIND="${AGRITRACE_MQTT_TLS_BIND:-0.0.0.0}"
 # Built by deploy/local/install.sh from deploy/mosquitto/retain_guard.c.
 RETAIN_PLUGIN="${AGRITRACE_MQTT_RETAIN_PLUGIN:-/usr/local/lib/agritrace/mosquitto_retain_guard.so}"
@@ -163,7 +164,8 @@ mqtt_start() {
   local root persist conf tls
   root="$(data_root)"; persist="$root/mosquitto"; conf="$persist/mosquitto.conf"; tls="$root/tls"
   [ -n "$DYNSEC_PLUGIN" ] || { echo "stack: mosquitto_dynamic_security.so not found" >&2; exit 1; }
-  [ -f "$RETAIN_PLUGIN" ] || { echo "stack: $RETAIN_PLUGIN not found (deploy/local/install.sh builds it)" >&2; exit 1; }
+  [ -f "$RETAIN_PLUGIN" ] ||
+    { echo "stack: $RETAIN_PLUGIN not found (deploy/local/install.sh builds it)" >&2; exit 1; }
   mkdir -p "$persist"
   # The TLS listener's certificate: for this machine's names and the public host gateways are told.
   local public_host="${AGRITRACE_MQTT_PUBLIC_HOST:-$(env_value AGRITRACE_MQTT_PUBLIC_HOST || true)}"
@@ -189,14 +191,16 @@ mqtt_start() {
     mosquitto_ctrl dynsec init "$persist/dynamic-security.json" \
       "$(env_value AGRITRACE_MQTT_ADMIN_USERNAME)" "$(env_value AGRITRACE_MQTT_ADMIN_PASSWORD)" >/dev/null
   fi
-  # The accounts file (password hashes) and the persistence file are the broker's alone.
+  # The accounts file (password hashes) and the persistence file are the broker's alone:
+  # `mosquitto_ctrl dynsec init` makes the accounts file 0644 and the broker keeps its mode.
   chown -R mosquitto: "$persist"
   chmod 700 "$persist"
   chmod 600 "$persist/dynamic-security.json"
   if ! mqtt_pid >/dev/null; then
-    log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT} (services), TLS ${MQTT_TLS_BIND}:${MQTT_TLS_PORT} (gateways)"
-    # umask 077: Mosquitto 2.0.11 rewrites dynamic-security.json (and its persistence file) with
-    # the process umask on every change, which would make them world-readable again.
+    log "starting Mosquitto on ${MQTT_BIND}:${MQTT_PORT} (services)," \
+      "TLS ${MQTT_TLS_BIND}:${MQTT_TLS_PORT} (gateways)"
+    # umask 077: whatever the broker creates (persistence file, log; the accounts file, which
+    # upstream 2.0.11 writes anew with the process umask on every change) is its alone.
     (close_inherited_fds; umask 077; exec mosquitto -d -c "$conf" </dev/null >/dev/null 2>&1)
     for _ in $(seq 50); do mqtt_pid >/dev/null && break; sleep 0.1; done
   fi

@@ -40,6 +40,7 @@ sh "$here/tls-certs.sh" "$tls" mosquitto localhost 127.0.0.1 mosquitto "${AGRITR
 cp "$tls/ca.crt" "$public_ca/ca.crt.new"
 chmod 644 "$public_ca/ca.crt.new"
 mv "$public_ca/ca.crt.new" "$public_ca/ca.crt"
-# Mosquitto 2.0 writes the accounts file anew on every change with the process umask.
+# Whatever the broker creates (persistence file; the accounts file, which some 2.0 releases write
+# anew with the process umask on every change) is its alone.
 umask 077
 exec mosquitto -c "$conf"

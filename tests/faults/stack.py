@@ -174,7 +174,7 @@ class FaultStack:
             )  # fmt: skip
         subprocess.run(["chown", "-R", "mosquitto:", str(self.broker_dir)], check=True)
         dynsec.chmod(0o600)
-        # umask 077 as deploy/local/stack.sh: the broker rewrites the accounts file on every change.
+        # umask 077 as deploy/local/stack.sh: whatever the broker creates is its alone.
         self.broker = subprocess.Popen(
             ["mosquitto", "-c", str(self.broker_dir / "mosquitto.conf")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077,
