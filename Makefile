@@ -57,7 +57,7 @@ up: migrate
 	@echo
 	@echo "AgriTrace is up:"
 	@echo "  API        http://127.0.0.1:$${AGRITRACE_API_PORT:-8000}/docs   (health: /healthz)"
-	@echo "  MQTT       127.0.0.1:$${AGRITRACE_MQTT_PORT:-18830}   (per-gateway credentials: .venv/bin/agritrace gateways create)"
+	@echo "  MQTT       127.0.0.1:$${AGRITRACE_MQTT_PORT:-18830} (services); gateways: TLS on port $${AGRITRACE_MQTT_TLS_PORT:-$$(( $${AGRITRACE_MQTT_PORT:-18830} + 1 ))}   (credentials and CA: .venv/bin/agritrace gateways create)"
 	@echo "  PostgreSQL 127.0.0.1:$${AGRITRACE_PG_PORT:-55432}/agritrace   (settings in $(AGRITRACE_ENV_FILE))"
 	@echo "  Logs       $(STATE)/log/    stop with: make down"
 	@# The demo again, now that the simulator has provisioned its cold room: a lot stored there shows live readings.
