@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agritrace.coldchain import summary
+from agritrace.coldchain import evaluator, profiles, summary
 from agritrace.db import Conn
+from agritrace.errors import InvalidInput
 
 MINUTE = timedelta(minutes=1)
 
@@ -170,3 +171,81 @@ def test_mkt_is_weighted_by_time_not_by_reading(conn: Conn) -> None:
     assert (
         got.mkt is not None and abs(got.mkt - (10000 / -math.log(unweighted) - 273.15)) > 1
     )  # what was shown before
+
+
+def _alerts(conn: Conn, channel_id: int) -> list[dict[str, Any]]:
+    return conn.execute(
+        """SELECT rule, status, severity, worst_value FROM alerts_view
+            WHERE channel_id = %s AND status <> 'withdrawn' ORDER BY started_at, rule""",
+        (channel_id,),
+    ).fetchall()
+
+
+def _worker_writes(conn: Conn, gateway: str, records: list[tuple[str, datetime, float, str]]) -> None:
+    """The ingest worker's write path for SenML records (name, time, value, unit) of known channels."""
+    from agritrace.ingest.senml import Reading
+    from agritrace.ingest.worker import Worker, encode_readings
+
+    rows = conn.execute("SELECT id, name, unit FROM channels WHERE gateway_id = %s", (gateway,)).fetchall()
+    ids = {gateway: {r["name"]: r["id"] for r in rows}}
+    units = {r["id"]: r["unit"] for r in rows}
+    readings = [Reading(n, t.timestamp(), v, u) for n, t, v, u in records]
+    stream, newest, oldest = encode_readings([(gateway, readings)], ids, units)
+    with conn.transaction():
+        Worker._copy_readings(conn, stream, len(readings))
+        Worker._update_latest(conn, newest, oldest)
+
+
+def test_kelvin_sent_on_a_celsius_channel_is_stored_in_celsius_and_opens_the_chilling_alert(
+    conn: Conn,
+) -> None:
+    profiles.ensure_defaults(conn)
+    gw = factories.gateway(conn)["id"]
+    ch = factories.channel(conn, gateway_id=gw, name="coldroom/temp", unit="Cel")
+    profiles.set_channel_profile(conn, gateway_id=gw, channel="coldroom/temp", profile="mango")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=45)
+    _worker_writes(conn, gw, [("coldroom/temp", start + i * MINUTE, 281.15, "K") for i in range(45)])
+    stored = conn.execute("SELECT DISTINCT value FROM readings WHERE channel_id = %s", (ch["id"],)).fetchall()
+    assert [round(r["value"], 9) for r in stored] == [8.0]
+    evaluator.run_once(conn)
+    assert [(a["rule"], a["status"], round(a["worst_value"], 9)) for a in _alerts(conn, ch["id"])] == [
+        ("chilling", "open", 8.0)
+    ]
+
+
+def test_a_channel_reporting_in_kelvin_is_watched_in_celsius(conn: Conn) -> None:
+    profiles.ensure_defaults(conn)
+    gw = factories.gateway(conn)["id"]
+    ch = factories.channel(conn, gateway_id=gw, name="truck/temp", unit="K")
+    profiles.set_channel_profile(conn, gateway_id=gw, channel="truck/temp", profile="mango")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=45)
+    factories.readings(conn, channel_id=ch["id"], points=[(start + i * MINUTE, 281.15) for i in range(45)])
+    conn.execute("UPDATE channels SET last_ingested_at = now() WHERE id = %s", (ch["id"],))
+    evaluator.run_once(conn)
+    assert [(a["rule"], round(a["worst_value"], 9)) for a in _alerts(conn, ch["id"])] == [("chilling", 8.0)]
+    s = summary.summarize(conn, channel_id=ch["id"], start=start, end=start + 45 * MINUTE)
+    assert (s["unit"], round(s["min"], 9), s["minutes_out_of_band"]) == ("Cel", 8.0, 45.0)
+
+
+@pytest.mark.parametrize(
+    ("unit", "profile", "problem"),
+    [
+        ("V", "mango", "reports in V"),
+        (None, "mango", "reports in no unit"),
+        ("%", "mango", "reports in %"),
+        ("%RH", "lychee", "has no humidity band or rule"),
+    ],
+)
+def test_a_profile_is_refused_on_a_channel_whose_unit_cannot_express_it(
+    conn: Conn, unit: str | None, profile: str, problem: str
+) -> None:
+    profiles.ensure_defaults(conn)
+    profiles.create_profile(conn, name="lychee", description=None, bands={"temp_low": 1.0, "temp_high": 5.0})
+    gw = factories.gateway(conn)["id"]
+    conn.execute("INSERT INTO channels (gateway_id, name, unit) VALUES (%s, 'probe', %s)", (gw, unit))
+    with pytest.raises(InvalidInput, match=problem):
+        profiles.set_channel_profile(conn, gateway_id=gw, channel="probe", profile=profile)
+    assert conn.execute("SELECT count(*) AS n FROM coldchain_channel_profiles").fetchone() == {"n": 0}
+    # The same channel in a unit that expresses the profile's metric is accepted.
+    conn.execute("UPDATE channels SET unit = 'K' WHERE gateway_id = %s", (gw,))
+    profiles.set_channel_profile(conn, gateway_id=gw, channel="probe", profile=profile)
