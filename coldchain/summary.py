@@ -42,10 +42,9 @@ WITH k AS (
            date_part('epoch', x.stands_to) - date_part('epoch', x.stands_from) AS secs
       FROM k CROSS JOIN LATERAL coldchain_spans(k.channel_id, k.t0, k.t1, k.max_stand) x
 ), f AS (
-    SELECT s.*, NOT (s.v BETWEEN %(low)s AND %(high)s) AS out,
-           greatest(s.v - %(high)s, %(low)s - s.v) AS deviation,
-           lag(s.v) OVER (PARTITION BY s.ord ORDER BY s.time) AS prev
-      FROM s
+    SELECT s.*, lag(s.out) OVER (PARTITION BY s.ord ORDER BY s.time) AS prev_out
+      FROM (SELECT s.*, NOT (s.v BETWEEN %(low)s AND %(high)s) AS out, mkt_arrhenius(s.v) AS arrhenius
+              FROM s) s
 ), b AS (
     SELECT time_bucket(%(bucket)s::interval, stands_from) AS t, count(*) AS n, min(v) AS lo, max(v) AS hi,
            sum(v * secs) / nullif(sum(secs), 0) AS mean, coalesce(sum(secs) FILTER (WHERE out), 0) / 60 AS out_min
@@ -55,12 +54,12 @@ SELECT (SELECT count(*) FROM k) AS windows,
        (SELECT coalesce(sum(date_part('epoch', t1) - date_part('epoch', t0)), 0) FROM k) AS seconds,
        (SELECT coalesce(bool_or(open), false) FROM k) AS open,
        count(*) AS readings, min(v) AS min, max(v) AS max, sum(v * secs) / nullif(sum(secs), 0) AS mean,
-       mkt_celsius(sum(secs * mkt_arrhenius(v)), sum(secs) FILTER (WHERE mkt_arrhenius(v) IS NOT NULL)) AS mkt,
+       mkt_celsius(sum(secs * arrhenius), sum(secs) FILTER (WHERE arrhenius IS NOT NULL)) AS mkt,
        coalesce(sum(secs) FILTER (WHERE NOT out), 0) AS in_s, coalesce(sum(secs) FILTER (WHERE out), 0) AS out_s,
-       count(*) FILTER (WHERE out AND (prev IS NULL OR prev BETWEEN %(low)s AND %(high)s)) AS excursions,
+       count(*) FILTER (WHERE out AND NOT coalesce(prev_out, false)) AS excursions,
        min(stands_from) AS first, max(time) AS latest,
        (SELECT jsonb_build_object('value', w.v, 'time', w.time, 'place', w.place)
-          FROM f w WHERE w.out ORDER BY w.deviation DESC, w.time LIMIT 1) AS worst,
+          FROM f w WHERE w.out ORDER BY greatest(w.v - %(high)s, %(low)s - w.v) DESC, w.time LIMIT 1) AS worst,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('time', t, 'readings', n, 'min', lo, 'max', hi, 'mean', mean,
                                                      'minutes_out_of_band', out_min) ORDER BY t), '[]')
           FROM b) AS buckets
