@@ -15,7 +15,7 @@ from agritrace import audit, checkpoint
 from agritrace.api import tokens
 from agritrace.db import cli_connect
 from agritrace.settings import get_settings
-from agritrace.trace import coldchain
+from agritrace.trace import coldchain_page as coldchain
 
 api_app = typer.Typer(help="Serve the HTTP API.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)

@@ -36,8 +36,7 @@ SELECT r.*, m.profile_id
   JOIN channels c ON c.id = m.channel_id
   JOIN coldchain_rules r ON r.profile_id = m.profile_id AND r.enabled
  WHERE m.channel_id = %s
-   AND (r.metric = 'no_data' OR (r.metric = 'temperature' AND c.unit = 'Cel')
-        OR (r.metric = 'humidity' AND c.unit = '%%RH'))
+   AND (r.metric = 'no_data' OR r.metric = coldchain_metric(c.unit))
  ORDER BY r.id
 """
 
@@ -68,8 +67,11 @@ def evaluate_channel(conn: Conn, *, channel_id: int, now: datetime | None = None
         ).fetchone()
         margin = timedelta(seconds=max(max(r["window_s"] or 0, r["delay_s"]) for r in rules))
         read_from = min(horizon, (anchor and anchor["t"]) or horizon) - margin
+        # In the metric's unit (°C, %RH): a kelvin channel is compared in °C like any other.
         rows = conn.execute(
-            "SELECT time, value FROM readings WHERE channel_id = %s AND time >= %s ORDER BY time",
+            """SELECT r.time, coldchain_value(c.unit, r.value) AS value
+                 FROM readings r JOIN channels c ON c.id = r.channel_id
+                WHERE r.channel_id = %s AND r.time >= %s ORDER BY r.time""",
             (channel_id, read_from),
         ).fetchall()
         points = [(r["time"], r["value"]) for r in rows]

@@ -238,6 +238,7 @@ def set_channel_profile(
             (gateway_id, channel, unit),
         ).fetchone()
         assert row is not None
+    _check_unit(conn, channel=channel, unit=row["unit"], profile_id=profile_id, profile=profile)
     conn.execute(
         """INSERT INTO coldchain_channel_profiles (channel_id, profile_id) VALUES (%s, %s)
            ON CONFLICT (channel_id) DO UPDATE SET profile_id = EXCLUDED.profile_id, set_at = now()""",
@@ -250,6 +251,27 @@ def set_channel_profile(
         "unit": row["unit"],
         "profile": profile,
     }
+
+
+def _check_unit(conn: Conn, *, channel: str, unit: str | None, profile_id: int, profile: str) -> None:
+    """Refuses a profile that has nothing to watch on a channel in this unit (a voltage, a channel
+    without a unit, a humidity channel for a profile with no humidity band or rule)."""
+    row = conn.execute(
+        """SELECT coldchain_metric(%s) AS metric,
+                  CASE coldchain_metric(%s) WHEN 'temperature' THEN p.temp_low IS NOT NULL OR p.temp_high IS NOT NULL
+                                            WHEN 'humidity' THEN p.rh_low IS NOT NULL OR p.rh_high IS NOT NULL
+                  END OR EXISTS (SELECT 1 FROM coldchain_rules r WHERE r.profile_id = p.id AND r.enabled
+                                   AND r.metric = coldchain_metric(%s)) AS watched
+             FROM coldchain_profiles p WHERE p.id = %s""",
+        (unit, unit, unit, profile_id),
+    ).fetchone()
+    if row is None or row["metric"] is None:
+        raise InvalidInput(
+            f"channel {channel!r} reports in {unit or 'no unit'}: a cold-chain profile watches temperature "
+            "(Cel, K) or humidity (%RH)"
+        )
+    if not row["watched"]:
+        raise InvalidInput(f"profile {profile!r} has no {row['metric']} band or rule for channel {channel!r}")
 
 
 def rule_from_row(row: dict[str, Any]) -> Rule:

@@ -74,25 +74,30 @@ SUMMARY_EXAMPLE: dict[str, Any] = {
     "profile": "mango",
     "start": "2026-05-01T00:00:00Z",
     "end": "2026-05-02T00:00:00Z",
+    "verdict": "excursion",
+    "in_progress": False,
     "band": {"low": 10.0, "high": 13.0},
     "readings": 1440,
     "min": 6.1,
     "max": 12.4,
     "mean": 11.2,
-    "minutes_in_band": 1380.0,
-    "minutes_out_of_band": 60.0,
-    "excursions": 1,
     "mkt": 11.3,
+    "minutes": 1440.0,
+    "minutes_in_band": 1375.0,
+    "minutes_out_of_band": 60.0,
+    "minutes_no_data": 5.0,
+    "excursions": 1,
+    "worst": {"value": 6.1, "time": "2026-05-01T03:12:00+00:00", "place": "1号冷库"},
+    "first": "2026-05-01T00:00:00+00:00",
+    "latest_reading": "2026-05-01T23:59:00+00:00",
     "buckets": [
         {
-            "start": "2026-05-01T00:00:00Z",
+            "time": "2026-05-01T00:00:00+00:00",
             "readings": 60,
             "min": 11.0,
             "max": 12.0,
             "mean": 11.5,
-            "minutes_in_band": 60.0,
             "minutes_out_of_band": 0.0,
-            "excursions": 0,
         }
     ],
 }
@@ -311,27 +316,58 @@ class WebhookOut(BaseModel):
     secret: str = Field(description="Shown once: the HMAC key of the X-AgriTrace-Signature header.")
 
 
+class Worst(BaseModel):
+    value: float = Field(description="The reading farthest outside the band (°C for temperatures).")
+    time: datetime
+    place: str = Field(
+        description="Where: the channel's asset name (cold room, truck), else gateway and channel."
+    )
+
+
+class SummaryBucket(BaseModel):
+    time: datetime
+    readings: int
+    min: float
+    max: float
+    mean: float = Field(description="Time-weighted mean.")
+    minutes_out_of_band: float
+
+
 class Summary(BaseModel):
-    """A channel's cold chain over a time range, in total and per bucket."""
+    """A channel's cold chain over a time range (up to now), in total and per bucket.
+
+    Each reading stands until the next one, at most the channel's expected interval times its
+    tolerance; time beyond that is `minutes_no_data`. The reading standing at `start` is carried in,
+    the last one is clipped at `end`."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [SUMMARY_EXAMPLE]})
 
     channel_id: int
     gateway_id: str
     channel: str
-    unit: str | None
+    unit: str | None = Field(description="Cel for temperatures (kelvin channels are converted).")
     profile: str | None
     start: datetime
     end: datetime
+    verdict: Literal["ok", "excursion", "incomplete", "no_data"] = Field(
+        description="excursion: more than 30 min out of band; incomplete: still going on, or more than "
+        "10 % of the time without data; else ok."
+    )
+    in_progress: bool = Field(description="The range reaches past now.")
     band: dict[str, float | None]
     readings: int
     min: float | None
     max: float | None
-    mean: float | None
+    mean: float | None = Field(description="Time-weighted mean.")
+    mkt: float | None = Field(
+        description="Mean kinetic temperature, °C (ΔH/R = 10,000 K), time-weighted; temperature channels only."
+    )
+    minutes: float = Field(description="The range's length up to now.")
     minutes_in_band: float
     minutes_out_of_band: float
+    minutes_no_data: float
     excursions: int
-    mkt: float | None = Field(
-        description="Mean kinetic temperature, °C (ΔH/R = 10,000 K); Cel channels only."
-    )
-    buckets: list[dict[str, Any]]
+    worst: Worst | None
+    first: datetime | None
+    latest_reading: datetime | None
+    buckets: list[SummaryBucket]

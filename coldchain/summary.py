@@ -1,57 +1,235 @@
-"""Cold-chain summary of one channel over a time range, in SQL: min, max, mean, time in and out of
-band, excursion count, mean kinetic temperature, and the same per time bucket."""
+"""Cold-chain summaries, in SQL: what a set of (channel, start, end) windows shows about a product's
+temperature (a lot's custody intervals, or one channel over a range), and the verdict it supports.
+
+One definition of time (migration 0030): a reading stands until the next one, at most the channel's
+expected interval times a tolerance; beyond that the time is *no data*, never in or out of band. A
+window carries in the reading that stood at its start and clips the last one at its end; a window
+still going on ends now. Mean kinetic temperature and the mean are weighted by that time.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
+from agritrace.coldchain.profiles import DEFAULT_PROFILES
 from agritrace.db import Conn
 from agritrace.errors import InvalidInput, NotFound
 
-# MKT activation energy over the gas constant, ΔH/R ≈ 83.144 kJ/mol / 8.3144 J/(mol·K) = 10,000 K.
+# Kept for the record: the activation energy over the gas constant the SQL uses (mkt_celsius).
 DELTA_H_OVER_R = 10000.0
+# Time outside the band tolerated before the verdict becomes an excursion (short door openings).
+TOLERANCE_MINUTES = 30.0
+# A window with more of its time without data than this share cannot show the product was kept.
+INCOMPLETE_SHARE = 0.10
 
-# Each reading stands for the time until the next one, capped at max_gap (a silent logger is not
-# evidence of being in or out of band). Excursions are entries into out-of-band.
-SUMMARY = """
-WITH r AS (
-    SELECT time, value,
-           (value >= coalesce(%(low)s::float8, '-infinity') AND value <= coalesce(%(high)s::float8, 'infinity')) AS ok,
-           LEAST(coalesce(EXTRACT(EPOCH FROM lead(time) OVER w - time), 0), %(max_gap)s) AS dwell,
-           lag(value) OVER w AS prev
-      FROM readings
-     WHERE channel_id = %(channel_id)s AND time >= %(start)s AND time < %(end)s
-    WINDOW w AS (ORDER BY time)
-), flagged AS (
-    SELECT *, NOT ok AND (prev IS NULL OR (prev >= coalesce(%(low)s::float8, '-infinity')
-                                           AND prev <= coalesce(%(high)s::float8, 'infinity'))) AS entered
-      FROM r
-), buckets AS (
-    SELECT time_bucket(%(bucket)s::interval, time) AS bucket,
-           count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS mean,
-           coalesce(sum(dwell) FILTER (WHERE ok), 0) AS in_s,
-           coalesce(sum(dwell) FILTER (WHERE NOT ok), 0) AS out_s,
-           count(*) FILTER (WHERE entered) AS excursions,
-           sum(exp(-%(dhr)s / (value + 273.15))) AS arrhenius,
-           min(time) AS first, max(time) AS last
-      FROM flagged GROUP BY 1
+Verdict = Literal["ok", "excursion", "incomplete", "no_data"]
+
+_SUMMARY = """
+WITH k AS (
+    SELECT i.ord, i.channel_id, i.t0, least(i.t1, now()) AS t1, i.t1 > now() AS open, c.unit,
+           coalesce(c.asset_name, c.gateway_id || ' ' || c.name) AS place,
+           coldchain_max_stand(c.id, %(profile)s) AS max_stand
+      FROM unnest(%(channels)s::int[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
+           WITH ORDINALITY AS i(channel_id, t0, t1, ord)
+      JOIN channels c ON c.id = i.channel_id
+     WHERE i.t0 < now()
+), s AS (
+    SELECT k.ord, k.place, x.time, coldchain_value(k.unit, x.value) AS v, x.stands_from,
+           date_part('epoch', x.stands_to) - date_part('epoch', x.stands_from) AS secs
+      FROM k CROSS JOIN LATERAL coldchain_spans(k.channel_id, k.t0, k.t1, k.max_stand) x
+), f AS (
+    SELECT s.*, lag(s.out) OVER (PARTITION BY s.ord ORDER BY s.time) AS prev_out
+      FROM (SELECT s.*, NOT (s.v BETWEEN %(low)s AND %(high)s) AS out, mkt_arrhenius(s.v) AS arrhenius
+              FROM s) s
+), b AS (
+    SELECT time_bucket(%(bucket)s::interval, stands_from) AS t, count(*) AS n, min(v) AS lo, max(v) AS hi,
+           sum(v * secs) / nullif(sum(secs), 0) AS mean, coalesce(sum(secs) FILTER (WHERE out), 0) / 60 AS out_min
+      FROM f GROUP BY 1
 )
-SELECT sum(n)::bigint AS readings, min(min) AS min, max(max) AS max, sum(mean * n) / nullif(sum(n), 0) AS mean,
-       sum(in_s) AS seconds_in_band, sum(out_s) AS seconds_out_of_band, coalesce(sum(excursions), 0)::bigint AS excursions,
-       sum(arrhenius) / nullif(sum(n), 0) AS arrhenius_mean, min(first) AS first, max(last) AS last,
-       coalesce(jsonb_agg(jsonb_build_object(
-           'start', bucket, 'readings', n, 'min', min, 'max', max, 'mean', mean,
-           'minutes_in_band', in_s / 60, 'minutes_out_of_band', out_s / 60, 'excursions', excursions)
-           ORDER BY bucket) FILTER (WHERE bucket IS NOT NULL), '[]') AS buckets
-  FROM buckets
+SELECT (SELECT count(*) FROM k) AS windows,
+       (SELECT coalesce(sum(date_part('epoch', t1) - date_part('epoch', t0)), 0) FROM k) AS seconds,
+       (SELECT coalesce(bool_or(open), false) FROM k) AS open,
+       count(*) AS readings, min(v) AS min, max(v) AS max, sum(v * secs) / nullif(sum(secs), 0) AS mean,
+       mkt_celsius(sum(secs * arrhenius), sum(secs) FILTER (WHERE arrhenius IS NOT NULL)) AS mkt,
+       coalesce(sum(secs) FILTER (WHERE NOT out), 0) AS in_s, coalesce(sum(secs) FILTER (WHERE out), 0) AS out_s,
+       count(*) FILTER (WHERE out AND NOT coalesce(prev_out, false)) AS excursions,
+       min(stands_from) AS first, max(time) AS latest,
+       (SELECT jsonb_build_object('value', w.v, 'time', w.time, 'place', w.place)
+          FROM f w WHERE w.out ORDER BY greatest(w.v - %(high)s, %(low)s - w.v) DESC, w.time LIMIT 1) AS worst,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('time', t, 'readings', n, 'min', lo, 'max', hi, 'mean', mean,
+                                                     'minutes_out_of_band', out_min) ORDER BY t), '[]')
+          FROM b) AS buckets
+  FROM f
 """
 
-CHANNEL = """
-SELECT c.id, c.gateway_id, c.name, c.unit, g.cooperative_id, p.name AS profile,
-       CASE c.unit WHEN 'Cel' THEN p.temp_low WHEN '%%RH' THEN p.rh_low END AS low,
-       CASE c.unit WHEN 'Cel' THEN p.temp_high WHEN '%%RH' THEN p.rh_high END AS high
+
+@dataclass(frozen=True)
+class Worst:
+    """The reading farthest outside the band: its value, when, and where (cold room, truck)."""
+
+    value: float
+    time: datetime
+    place: str
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One point of a chart: the readings standing in a time bucket."""
+
+    time: datetime
+    readings: int
+    min: float
+    max: float
+    mean: float
+    minutes_out_of_band: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the readings of a set of windows show against a band, and the verdict they support."""
+
+    band: tuple[float | None, float | None]
+    readings: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    mkt: float | None
+    minutes: float
+    minutes_in_band: float
+    minutes_out_of_band: float
+    minutes_no_data: float
+    excursions: int
+    worst: Worst | None
+    first: datetime | None
+    latest_reading: datetime | None
+    in_progress: bool
+    verdict: Verdict
+    buckets: list[Bucket] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary as the API, the consumer page and the stored evidence show it (one set of names)."""
+        return {
+            "verdict": self.verdict,
+            "in_progress": self.in_progress,
+            "band": {"low": self.band[0], "high": self.band[1]},
+            "readings": self.readings,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "mkt": self.mkt,
+            "minutes": round(self.minutes, 1),
+            "minutes_in_band": round(self.minutes_in_band, 1),
+            "minutes_out_of_band": round(self.minutes_out_of_band, 1),
+            "minutes_no_data": round(self.minutes_no_data, 1),
+            "excursions": self.excursions,
+            "worst": None
+            if self.worst is None
+            else {"value": self.worst.value, "time": self.worst.time.isoformat(), "place": self.worst.place},
+            "first": self.first.isoformat() if self.first else None,
+            "latest_reading": self.latest_reading.isoformat() if self.latest_reading else None,
+            "buckets": [
+                {
+                    "time": b.time.isoformat(),
+                    "readings": b.readings,
+                    "min": b.min,
+                    "max": b.max,
+                    "mean": b.mean,
+                    "minutes_out_of_band": b.minutes_out_of_band,
+                }
+                for b in self.buckets
+            ],
+        }
+
+
+def judge(*, windows: int, minutes: float, out: float, no_data: float, in_progress: bool) -> Verdict:
+    """The verdict: `excursion` once more than TOLERANCE_MINUTES were out of band; else `incomplete`
+    while a window goes on, or when more than INCOMPLETE_SHARE of the time has no data; else `ok`.
+    `no_data` when there is no window at all (nothing was recorded as holding the product)."""
+    if windows == 0:
+        return "no_data"
+    if out > TOLERANCE_MINUTES:
+        return "excursion"
+    if in_progress or minutes <= 0 or no_data > INCOMPLETE_SHARE * minutes:
+        return "incomplete"
+    return "ok"
+
+
+def summarize_windows(
+    conn: Conn,
+    *,
+    windows: Sequence[tuple[int, datetime, datetime | None]],
+    profile_id: int | None,
+    low: float | None,
+    high: float | None,
+    bucket: timedelta = timedelta(hours=1),
+) -> Summary:
+    """Summarises (channel, start, end) windows (end None: still going on) against [low, high]
+    (None: unbounded); `profile_id` gives the expected reporting interval of channels without their own."""
+    infinity = datetime.max.replace(tzinfo=UTC)
+    params = {
+        "channels": [w[0] for w in windows],
+        "starts": [w[1] for w in windows],
+        # The database's 'infinity' is later than any Python datetime: an open window ends at it.
+        "ends": [w[2] if w[2] is not None else infinity for w in windows],
+        "profile": profile_id,
+        "low": low if low is not None else -math.inf,
+        "high": high if high is not None else math.inf,
+        "bucket": bucket,
+    }
+    row = conn.execute(_SUMMARY, params).fetchone()
+    assert row is not None
+    seconds, in_s, out_s = float(row["seconds"]), float(row["in_s"]), float(row["out_s"])
+    minutes, out = seconds / 60, out_s / 60
+    no_data = max(0.0, seconds - in_s - out_s) / 60
+    worst = row["worst"]
+    return Summary(
+        band=(low, high),
+        readings=int(row["readings"]),
+        min=row["min"],
+        max=row["max"],
+        mean=row["mean"],
+        mkt=row["mkt"],
+        minutes=minutes,
+        minutes_in_band=in_s / 60,
+        minutes_out_of_band=out,
+        minutes_no_data=no_data,
+        excursions=int(row["excursions"]),
+        worst=None
+        if worst is None
+        else Worst(value=worst["value"], time=datetime.fromisoformat(worst["time"]), place=worst["place"]),
+        first=row["first"],
+        latest_reading=row["latest"],
+        in_progress=bool(row["open"]),
+        verdict=judge(
+            windows=int(row["windows"]),
+            minutes=minutes,
+            out=out,
+            no_data=no_data,
+            in_progress=bool(row["open"]),
+        ),
+        buckets=[
+            Bucket(
+                time=datetime.fromisoformat(b["time"]),
+                readings=b["readings"],
+                min=b["min"],
+                max=b["max"],
+                mean=b["mean"],
+                minutes_out_of_band=b["minutes_out_of_band"],
+            )
+            for b in row["buckets"]
+        ],
+    )
+
+
+_CHANNEL = """
+SELECT c.id, c.gateway_id, c.name, c.unit, coldchain_metric(c.unit) AS metric, p.id AS profile_id,
+       p.name AS profile,
+       CASE coldchain_metric(c.unit) WHEN 'temperature' THEN p.temp_low WHEN 'humidity' THEN p.rh_low END AS low,
+       CASE coldchain_metric(c.unit) WHEN 'temperature' THEN p.temp_high WHEN 'humidity' THEN p.rh_high END AS high
   FROM channels c JOIN gateways g ON g.id = c.gateway_id
   LEFT JOIN coldchain_monitored_channels m ON m.channel_id = c.id
   LEFT JOIN coldchain_profiles p ON p.id = m.profile_id
@@ -68,129 +246,80 @@ def summarize(
     low: float | None = None,
     high: float | None = None,
     bucket: timedelta = timedelta(hours=1),
-    max_gap: timedelta = timedelta(minutes=15),
     cooperative_id: int | None = None,
 ) -> dict[str, Any]:
-    """Summarises one channel over [start, end); the band defaults to the channel's profile."""
+    """Summarises one channel over [start, end) (up to now); the band defaults to the channel's profile.
+    Temperatures are in °C whatever the channel reports in (K is converted)."""
     # A time without a zone is taken as UTC rather than the database session's zone.
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     if end <= start:
         raise InvalidInput("end must be after start")
     if bucket < timedelta(minutes=1) or (end - start) / bucket > 10000:
         raise InvalidInput("bucket must be at least a minute and give at most 10,000 buckets")
-    channel = conn.execute(CHANNEL, (channel_id, cooperative_id, cooperative_id)).fetchone()
+    channel = conn.execute(_CHANNEL, (channel_id, cooperative_id, cooperative_id)).fetchone()
     if channel is None:
         raise NotFound(f"no channel {channel_id}")
-    band_low = low if low is not None else channel["low"]
-    band_high = high if high is not None else channel["high"]
-    row = conn.execute(
-        SUMMARY,
-        {
-            "channel_id": channel_id,
-            "start": start,
-            "end": end,
-            "low": band_low,
-            "high": band_high,
-            "bucket": bucket,
-            "max_gap": max_gap.total_seconds(),
-            "dhr": DELTA_H_OVER_R,
-        },
-    ).fetchone()
-    assert row is not None
-    arrhenius = row["arrhenius_mean"]
-    # MKT only means something for temperatures (Cel).
-    mkt = _mkt(arrhenius) if arrhenius and channel["unit"] == "Cel" else None
+    s = summarize_windows(
+        conn,
+        windows=[(channel_id, start, end)],
+        profile_id=channel["profile_id"],
+        low=low if low is not None else channel["low"],
+        high=high if high is not None else channel["high"],
+        bucket=bucket,
+    )
+    body = s.as_json()
+    if channel["metric"] != "temperature":
+        body["mkt"] = None  # MKT only means something for temperatures
     return {
         "channel_id": channel_id,
         "gateway_id": channel["gateway_id"],
         "channel": channel["name"],
-        "unit": channel["unit"],
+        "unit": "Cel" if channel["metric"] == "temperature" else channel["unit"],
         "profile": channel["profile"],
         "start": start,
         "end": end,
-        "band": {"low": band_low, "high": band_high},
-        "readings": row["readings"] or 0,
-        "min": row["min"],
-        "max": row["max"],
-        "mean": row["mean"],
-        "minutes_in_band": float(row["seconds_in_band"] or 0) / 60,
-        "minutes_out_of_band": float(row["seconds_out_of_band"] or 0) / 60,
-        "excursions": row["excursions"],
-        "mkt": mkt,
-        "buckets": row["buckets"],
-        "arrhenius_mean": arrhenius,
-        "first": row["first"],
-        "last": row["last"],
+        **body,
     }
 
 
-def _mkt(arrhenius_mean: float) -> float:
-    """Mean kinetic temperature in °C from the mean of exp(-ΔH/RT) over the readings."""
-    return DELTA_H_OVER_R / -math.log(arrhenius_mean) - 273.15
+_PROFILE = "SELECT id, temp_low, temp_high FROM coldchain_profiles WHERE name = %s"
+_CUSTODY = """
+SELECT k.channel_id, k.started_at, k.ended_at
+  FROM batch_custody k JOIN channels c ON c.id = k.channel_id
+ WHERE k.batch_id = ANY(%s) AND coldchain_metric(c.unit) = 'temperature' AND k.started_at < now()
+ ORDER BY k.started_at, k.id
+"""
 
 
-def summarize_custody(
-    conn: Conn,
-    *,
-    intervals: list[tuple[int, datetime, datetime]],
-    cooperative_id: int | None = None,
-    low: float | None = None,
-    high: float | None = None,
-    bucket: timedelta = timedelta(hours=1),
-) -> dict[str, Any]:
-    """A batch's cold chain: the summaries of the (channel, start, end) intervals it spent in custody,
-    each against its own channel's band unless `low`/`high` give the batch's (its product profile),
-    combined (MKT over all temperature readings together; buckets of the same start merged)."""
-    parts = [
-        summarize(
-            conn,
-            channel_id=ch,
-            start=start,
-            end=end,
-            cooperative_id=cooperative_id,
-            low=low,
-            high=high,
-            bucket=bucket,
-        )
-        for ch, start, end in intervals
-    ]
-    temps = [p for p in parts if p["unit"] == "Cel" and p["readings"]]
-    n_temp = sum(p["readings"] for p in temps)
-    arrhenius = sum(p["arrhenius_mean"] * p["readings"] for p in temps) / n_temp if n_temp else None
-    with_data = [p for p in parts if p["readings"]]
-    n = sum(p["readings"] for p in with_data)
-    hidden = ("buckets", "arrhenius_mean", "first", "last")
-    return {
-        "intervals": [{k: v for k, v in p.items() if k not in hidden} for p in parts],
-        "temperature": {
-            "readings": n_temp,
-            "min": min((p["min"] for p in temps), default=None),
-            "max": max((p["max"] for p in temps), default=None),
-            "mean": sum(p["mean"] * p["readings"] for p in temps) / n_temp if n_temp else None,
-            "mkt": _mkt(arrhenius) if arrhenius else None,
-        },
-        "readings": n,
-        "minutes_in_band": sum(p["minutes_in_band"] for p in parts),
-        "minutes_out_of_band": sum(p["minutes_out_of_band"] for p in parts),
-        "excursions": sum(p["excursions"] for p in parts),
-        "first": min((p["first"] for p in with_data), default=None),
-        "last": max((p["last"] for p in with_data), default=None),
-        "buckets": _merge_buckets([b for p in with_data for b in p["buckets"]]),
-    }
+def product_band(conn: Conn, *, product: str) -> tuple[int | None, float | None, float | None]:
+    """The product's profile id and temperature band (°C); unbounded without a profile."""
+    row = conn.execute(_PROFILE, (product,)).fetchone()
+    if row is not None:
+        return row["id"], row["temp_low"], row["temp_high"]
+    # The cold-chain worker writes the default profiles when it first starts; until then (and a
+    # public page never writes them) the defaults are what that write would hold.
+    for name, _, temp_low, temp_high, _, _ in DEFAULT_PROFILES:
+        if name == product:
+            return None, temp_low, temp_high
+    return None, None, None
 
 
-def _merge_buckets(buckets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Combines buckets that two custody intervals share (a lot moved between rooms within one bucket)."""
-    merged: dict[str, dict[str, Any]] = {}
-    for b in buckets:
-        m = merged.get(b["start"])
-        if m is None:
-            merged[b["start"]] = dict(b)
-            continue
-        n = m["readings"] + b["readings"]
-        m["mean"] = (m["mean"] * m["readings"] + b["mean"] * b["readings"]) / n
-        m["min"], m["max"], m["readings"] = min(m["min"], b["min"]), max(m["max"], b["max"]), n
-        for k in ("minutes_in_band", "minutes_out_of_band", "excursions"):
-            m[k] += b[k]
-    # jsonb renders every start in UTC with the same offset, so the text sorts as the time does.
-    return [merged[t] for t in sorted(merged)]
+def summarize_lot(conn: Conn, *, product: str, batch_ids: list[int], points: int | None = None) -> Summary:
+    """A lot's cold chain: its temperature over the custody intervals of `batch_ids` (the lot and
+    its sources), against its product's profile band; `points`: about that many chart buckets."""
+    profile_id, low, high = product_band(conn, product=product)
+    custody = conn.execute(_CUSTODY, (batch_ids,)).fetchall()
+    bucket = timedelta(hours=1)
+    if custody and points:
+        now = datetime.now(UTC)
+        last = max(min(k["ended_at"] or now, now) for k in custody)
+        span = (last - min(k["started_at"] for k in custody)).total_seconds()
+        bucket = timedelta(seconds=max(60, int(span / points) + 1))
+    return summarize_windows(
+        conn,
+        windows=[(k["channel_id"], k["started_at"], k["ended_at"]) for k in custody],
+        profile_id=profile_id,
+        low=low,
+        high=high,
+        bucket=bucket,
+    )

@@ -14,7 +14,7 @@ from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
 from agritrace.ingest import retention
 from agritrace.ingest.cli import ingest_app, simulate
-from agritrace.trace import coldchain as trace_coldchain
+from agritrace.trace import coldchain_page as trace_coldchain
 from agritrace.trace.cli import batches_app, codes_app, trace_app
 
 # Raw readings that a consumer page depends on are kept until the page's summary is stored; the

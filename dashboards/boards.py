@@ -457,8 +457,9 @@ def cold_chain() -> dash.Dashboard:
             table_panel(
                 "Mean kinetic temperature",
                 f"""SELECT c.cooperative, c.gateway_id, c.channel, c.product,
-                           10000.0 / -ln(x.mk / x.n) - 273.15 AS mkt_c, x.total / x.n AS mean_c, x.n AS readings
-                      FROM (SELECT r.channel_id, sum(r.mk) AS mk, sum(r.total) AS total, sum(r.n) AS n
+                           mkt_celsius(x.mk, x.mk_seconds) AS mkt_c, x.total / x.n AS mean_c, x.n AS readings
+                      FROM (SELECT r.channel_id, sum(r.mk) AS mk, sum(r.mk_seconds) AS mk_seconds,
+                                   sum(r.total) AS total, sum(r.n) AS n
                               FROM reporting.readings_15m r
                              WHERE {ROLLUP_RANGE} AND r.channel_id IN (
                                    SELECT c.channel_id FROM reporting.channels c
@@ -468,16 +469,18 @@ def cold_chain() -> dash.Dashboard:
                       JOIN reporting.channels c USING (channel_id)
                      ORDER BY mkt_c DESC""",
                 ["cooperative", "gateway_id", "channel", "product", "mkt_c", "mean_c", "readings"],
-                description="MKT over the time range per cold room or truck (ΔH/R = 10,000 K).",
+                description="MKT over the time range per cold room or truck, weighted by how long each reading "
+                "stands (ΔH/R = 10,000 K).",
             )
         )
         .with_panel(
             table_panel(
                 "Mean kinetic temperature per shipment",
                 f"""SELECT s.lot, s.product, c.gateway_id, c.channel, s.started_at, s.ended_at,
-                           10000.0 / -ln(avg(exp(-10000.0 / nullif(s.value + 273.15, 0)))) - 273.15 AS mkt_c,
+                           mkt_celsius(sum(s.seconds * mkt_arrhenius(s.value)),
+                                       sum(s.seconds) FILTER (WHERE mkt_arrhenius(s.value) IS NOT NULL)) AS mkt_c,
                            max(s.value) AS warmest_c, count(*) AS readings
-                      FROM reporting.shipment_readings s JOIN reporting.channels c USING (channel_id)
+                      FROM reporting.shipment_spans s JOIN reporting.channels c USING (channel_id)
                      WHERE $__timeFilter(s.time) AND c.quantity = 'temperature'
                        AND {coop_filter("s.cooperative_id")} AND {product_filter("s.product")}
                      GROUP BY s.shipment_id, s.lot, s.product, c.gateway_id, c.channel, s.started_at, s.ended_at
@@ -493,7 +496,8 @@ def cold_chain() -> dash.Dashboard:
                     "warmest_c",
                     "readings",
                 ],
-                description="MKT of the readings while each batch was in a cold room or truck (one row per custody "
+                description="MKT of the readings while each batch was in a cold room or truck, the reading standing "
+                "at custody start included and each weighted by how long it stands (one row per custody "
                 "interval, within the time range; ΔH/R = 10,000 K).",
             )
         )

@@ -22,16 +22,18 @@ log = logging.getLogger(__name__)
 _ROLL = """
 WITH rows AS (
     SELECT r.channel_id, r.time, r.value,
-           -- least() ignores NULL: the newest reading (no next one) must stand 0, not an hour.
-           least(coalesce(extract(epoch FROM lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time) - r.time),
-                          0), 3600) AS dur
+           -- A reading stands until the next one, at most the channel's expected interval times its
+           -- tolerance (coldchain_max_stand, migration 0030); the newest (no next one) stands 0 here.
+           least(coalesce(date_part('epoch', lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time))
+                          - date_part('epoch', r.time), 0),
+                 date_part('epoch', s.max_stand)) AS dur
       FROM readings r JOIN rollup_starts s ON s.channel_id = r.channel_id AND r.time >= s.b0
 )
-INSERT INTO readings_15m (channel_id, bucket, n, total, min_value, max_value, mk, seconds, seconds_out,
+INSERT INTO readings_15m (channel_id, bucket, n, total, min_value, max_value, mk, mk_seconds, seconds, seconds_out,
                           max_above, max_below)
 SELECT x.channel_id, time_bucket('15 minutes', x.time), count(*), sum(x.value), min(x.value), max(x.value),
-       -- Only plausible temperatures: exp() overflows just above absolute zero.
-       sum(exp(-10000.0 / (x.value + 273.15))) FILTER (WHERE x.value > -200),
+       -- Time-weighted MKT terms: a panel's MKT is mkt_celsius(sum(mk), sum(mk_seconds)).
+       sum(x.dur * mkt_arrhenius(x.value)), sum(x.dur) FILTER (WHERE mkt_arrhenius(x.value) IS NOT NULL),
        sum(x.dur),
        coalesce(sum(x.dur) FILTER (WHERE x.value > b.temp_max OR x.value < b.temp_min), 0),
        max(x.value - b.temp_max), max(b.temp_min - x.value)
@@ -54,7 +56,8 @@ def run_once(conn: Conn) -> int:
     """Re-rolls every channel marked since the last run; returns how many channels were rolled."""
     with conn.transaction():
         conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS rollup_starts (channel_id int PRIMARY KEY, b0 timestamptz)"
+            "CREATE TEMP TABLE IF NOT EXISTS rollup_starts (channel_id int PRIMARY KEY, b0 timestamptz,"
+            " max_stand interval)"
         )
         conn.execute("TRUNCATE rollup_starts")
         # Claim and clear the marks; each channel is re-rolled from the bucket of the reading before
@@ -65,12 +68,13 @@ def run_once(conn: Conn) -> int:
                            ORDER BY id FOR UPDATE),
                     u AS (UPDATE channels ch SET rollup_from = NULL FROM c WHERE ch.id = c.id
                           RETURNING c.id, c.rollup_from AS f)
-               INSERT INTO rollup_starts (channel_id, b0)
+               INSERT INTO rollup_starts (channel_id, b0, max_stand)
                SELECT u.id, CASE WHEN u.f = '-infinity' THEN '-infinity'
                                  ELSE time_bucket('15 minutes', coalesce(
                                       (SELECT max(r.time) FROM readings r WHERE r.channel_id = u.id AND r.time < u.f),
-                                      u.f)) END
-                 FROM u"""
+                                      u.f)) END,
+                      coldchain_max_stand(u.id, m.profile_id)
+                 FROM u LEFT JOIN coldchain_monitored_channels m ON m.channel_id = u.id"""
         ).rowcount
         if not claimed:
             return 0

@@ -95,20 +95,32 @@ def parse_status(payload: bytes) -> bool:
     raise SenMLError("bad-status", "status payload must be 'online' or 'offline'")
 
 
+# A temperature sent in another SenML unit than the channel's is stored in the channel's unit
+# (issue 14: 281.15 K on a `Cel` channel is 8.0 °C, not 281.15 °C).
+CONVERSIONS = {("K", "Cel"): -273.15, ("Cel", "K"): 273.15}
+
+
 def encode_readings(
-    packs: list[tuple[str, list[Reading]]], channel_ids: dict[str, dict[str, int]]
+    packs: list[tuple[str, list[Reading]]],
+    channel_ids: dict[str, dict[str, int]],
+    units: dict[int, str | None] | None = None,
 ) -> tuple[bytes, dict[int, tuple[int, float]], dict[int, int]]:
     """Readings as one binary COPY stream, with each channel's newest (time, value) and oldest time,
     in microseconds since 2000-01-01 UTC (the stream's own time unit). `packs` holds (gateway,
-    readings) pairs; `channel_ids` maps gateway -> resolved name -> channel id."""
+    readings) pairs; `channel_ids` maps gateway -> resolved name -> channel id; `units` channel id ->
+    the channel's unit (temperatures in the other unit are converted to it)."""
     out = bytearray(COPY_HEADER)
     pack_row = COPY_ROW.pack
     newest: dict[int, tuple[int, float]] = {}
     oldest: dict[int, int] = {}
     for gateway, readings in packs:
         ids = channel_ids[gateway]
-        for name, t, value, _unit in readings:
+        for name, t, value, unit in readings:
             cid = ids[name]
+            if unit is not None and units is not None:
+                shift = CONVERSIONS.get((unit, units.get(cid) or unit))
+                if shift is not None:
+                    value = value + shift
             # Whole seconds, then the fraction rounded half-even to microseconds, as
             # datetime.fromtimestamp() does (one rounding, so no drift for times like 1.7e9 + 0.1).
             seconds = floor(t)
@@ -150,6 +162,7 @@ class Worker:
         self.stop = threading.Event()
         self._known_gateways: set[str] = set()
         self._channels: dict[str, dict[str, int]] = {}  # gateway -> resolved name -> channel id
+        self._units: dict[int, str | None] = {}  # channel id -> its unit
         self._conn: db.Conn | None = None  # the writer thread's
         self._lookup: db.Conn | None = None  # the main thread's (autocommit): is a gateway registered?
         self._to_writer: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
@@ -349,7 +362,7 @@ class Worker:
         if not batch.packs:
             return
         self._on_lookup(lambda conn: self._register_channels(conn, batch))
-        batch.stream, batch.newest, batch.oldest = encode_readings(batch.packs, self._channels)
+        batch.stream, batch.newest, batch.oldest = encode_readings(batch.packs, self._channels, self._units)
 
     def _commit(self, batch: Batch) -> None:
         """Writes the batch in one transaction, retrying on lost connections, then acks its messages."""
@@ -431,12 +444,13 @@ class Worker:
             ([k[0] for k in keys], [k[1] for k in keys], [missing[k] for k in keys]),
         )
         rows = conn.execute(
-            """SELECT c.id, c.gateway_id, c.name FROM channels c
+            """SELECT c.id, c.gateway_id, c.name, c.unit FROM channels c
                JOIN unnest(%s::text[], %s::text[]) AS m(gateway_id, name) USING (gateway_id, name)""",
             ([k[0] for k in keys], [k[1] for k in keys]),
         ).fetchall()
         for row in rows:
             self._channels.setdefault(row["gateway_id"], {})[row["name"]] = row["id"]
+            self._units[row["id"]] = row["unit"]
 
     def _write(self, conn: db.Conn, batch: Batch) -> tuple[int, float | None]:
         """One transaction: readings (deduplicated), latest values, statuses, dead letters.

@@ -127,7 +127,14 @@ def test_summary_of_a_mango_room_gives_band_times_excursions_and_mkt(conn: Conn,
     s = summary.summarize(conn, channel_id=ch["id"], start=start, end=start + timedelta(hours=3))
     assert (s["readings"], s["min"], s["max"], s["mean"]) == (180, 6.0, 12.0, 10.0)
     assert s["band"] == {"low": 10.0, "high": 13.0}
-    assert (s["minutes_in_band"], s["minutes_out_of_band"], s["excursions"]) == (119, 60, 1)
+    # Each reading stands a minute, the last one until the range's end.
+    assert (s["minutes_in_band"], s["minutes_out_of_band"], s["minutes_no_data"], s["excursions"]) == (
+        120,
+        60,
+        0,
+        1,
+    )
+    assert s["verdict"] == "excursion" and s["worst"]["value"] == 6.0
     mkt = 10000 / -math.log(sum(math.exp(-10000 / (v + 273.15)) for v in values) / len(values)) - 273.15
     assert s["mkt"] == pytest.approx(mkt, abs=1e-6)
     assert s["mkt"] > s["mean"]  # MKT weighs warm spells more
@@ -237,16 +244,22 @@ def test_a_batchs_cold_chain_combines_the_rooms_and_trucks_it_was_in(conn: Conn)
     room_values, truck_values = [12.0] * 120, [11.0] * 30 + [7.0] * 30
     factories.readings(conn, channel_id=room["id"], points=series(start, room_values))
     factories.readings(conn, channel_id=truck["id"], points=series(start + timedelta(hours=2), truck_values))
-    s = summary.summarize_custody(
+    s = summary.summarize_windows(
         conn,
-        intervals=[
+        windows=[
             (room["id"], start, start + timedelta(hours=2)),
             (truck["id"], start + timedelta(hours=2), start + timedelta(hours=3)),
         ],
+        profile_id=None,
+        low=10.0,
+        high=13.0,
     )
+    # Every reading stands one minute (the last of each room until its custody ends): equal weights.
     values = room_values + truck_values
     mkt = 10000 / -math.log(sum(math.exp(-10000 / (v + 273.15)) for v in values) / len(values)) - 273.15
-    assert s["temperature"]["mkt"] == pytest.approx(mkt, abs=1e-6)
-    assert s["temperature"]["mean"] == pytest.approx(sum(values) / len(values))
-    assert (s["temperature"]["min"], s["temperature"]["max"], s["readings"]) == (7.0, 12.0, 180)
-    assert s["excursions"] == 1 and s["minutes_out_of_band"] == 29
+    assert s.mkt == pytest.approx(mkt, abs=1e-6)
+    assert s.mean == pytest.approx(sum(values) / len(values))
+    assert (s.min, s.max, s.readings) == (7.0, 12.0, 180)
+    # 30 min at 7 °C is within the 30-minute tolerance: kept, but only just.
+    assert s.excursions == 1 and s.minutes_out_of_band == 30 and s.verdict == "ok"
+    assert s.worst is not None and s.worst.place == f"{gw} truck/temp"

@@ -25,7 +25,7 @@ from agritrace.coldchain import profiles
 from agritrace.db import Conn
 from agritrace.ingest import retention
 from agritrace.trace import codes as trace_codes
-from agritrace.trace import coldchain, demo
+from agritrace.trace import coldchain_page, demo
 from agritrace.trace import service as trace_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def agritrace_cli(database: str, *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    coldchain.clear_cache()
+    coldchain_page.clear_cache()
     with TestClient(create_app(), raise_server_exceptions=False) as c:
         yield c
 
@@ -229,7 +229,7 @@ def test_retention_keeps_the_readings_a_batch_page_needs_until_it_is_summarised(
 ) -> None:
     import agritrace.cli  # noqa: F401 - the program wires the guard in; so does this test
 
-    assert coldchain.retention_guard in retention._guards
+    assert coldchain_page.retention_guard in retention._guards
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     shipped_from = now - timedelta(days=100)
     _, room, shipped = cold_room_with_batch(
@@ -260,7 +260,7 @@ def test_retention_keeps_the_readings_a_batch_page_needs_until_it_is_summarised(
     assert conn.execute(
         "SELECT count(*) AS n FROM readings WHERE channel_id = %s", (room["id"],)
     ).fetchone() == {"n": 0}
-    coldchain.clear_cache()
+    coldchain_page.clear_cache()
     page_after = client.get(urlsplit(code["url"]).path.replace("/t/", "/api/v1/trace/")).json()
     assert page_after["cold_chain"] == page_before["cold_chain"]
     assert conn.execute(
@@ -292,4 +292,7 @@ def test_demo_stores_a_lot_in_the_simulators_cold_room_and_its_page_shows_its_re
     body = client.get(urlsplit(live["url"]).path).text
     assert demo.LIVE_LOT in body
     trace = client.get(f"/api/v1/trace/{live['code']}").json()
-    assert trace["cold_chain"]["readings"] >= 1 and trace["cold_chain"]["verdict"] == "ok"
+    # Still in the room: monitoring in progress, with the time of the latest reading.
+    cold = trace["cold_chain"]
+    assert cold["readings"] >= 1 and (cold["verdict"], cold["in_progress"]) == ("incomplete", True)
+    assert cold["latest_reading"] is not None

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from agritrace.db import Conn
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
-from agritrace.trace import coldchain
+from agritrace.trace import coldchain_page
 from agritrace.trace.exceptions import BatchNotFound, CodeNotFound
 
 DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
@@ -166,18 +166,20 @@ def _cold_chain(conn: Conn, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
     if row["cold_summary"] is not None:
         series = row["cold_series"]
         return (
-            {**row["cold_summary"], "series": series} if series is not None else row["cold_summary"]
+            {**row["cold_summary"], "buckets": series} if series is not None else row["cold_summary"]
         ), row["cold_chart"]
     product, history = row["batch"]["product"], list(row["history_ids"])
     if not row["custody_ended"]:
         # Still in a cold room: changes with every reading; each process reuses it for a minute.
-        return coldchain.summarize_cached(conn, product=product, batch_ids=history, batch_id=row["batch_id"])
+        return coldchain_page.summarize_cached(
+            conn, product=product, batch_ids=history, batch_id=row["batch_id"]
+        )
     # Computed from scratch (never from the in-process cache, which may predate an invalidation),
     # stored only if no invalidation came after the `gen` read by the view statement.
-    summary, chart = coldchain.summarize_stored_or_live(
+    summary, chart = coldchain_page.summarize_stored_or_live(
         conn, product=product, batch_ids=history, batch_id=row["batch_id"]
     )
-    coldchain.store_page_summary(
+    coldchain_page.store_page_summary(
         conn,
         batch_id=row["batch_id"],
         gen=row["cold_gen"] or 0,
@@ -197,6 +199,8 @@ def _view(conn: Conn, row: dict[str, Any]) -> dict[str, Any]:
         warnings.append("certificate_expired")
     if cold["verdict"] == "excursion":
         warnings.append("cold_chain_excursion")
+    elif cold["verdict"] == "incomplete" and not cold.get("in_progress"):
+        warnings.append("cold_chain_incomplete")
     if any(not i["passed"] for i in row["inspections"]):
         warnings.append("inspection_failed")
     if row.get("flagged_at"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -26,6 +27,14 @@ _templates = jinja2.Environment(
     lstrip_blocks=True,
     auto_reload=False,
 )
+
+
+def _cn_time(iso: str) -> str:
+    """An ISO time as a shopper in China reads it: `2026-11-20 13:58` (Asia/Shanghai)."""
+    return f"{datetime.fromisoformat(iso).astimezone(page.DISPLAY_TZ):%Y-%m-%d %H:%M}"
+
+
+_templates.filters["cn_time"] = _cn_time
 # The page changes with every scan (count) and every recall: never cached by a proxy.
 _NO_STORE = {"Cache-Control": "no-store"}
 # No token: anyone holding the box may look (the code itself, 80 random bits, is the capability).

@@ -2,7 +2,7 @@
 evaluator's alert figures were not audited, so editing them changed a lot's cold-chain verdict without
 a trace. When a lot's custody has ended its summary enters the chain with a digest of its readings,
 and `audit verify` recomputes it. The digest is recomputed here by an independent oracle written from
-its definition (migration 0016), in Python, from the raw rows."""
+its definition (migrations 0016 and 0030), in Python, from the raw rows."""
 
 from __future__ import annotations
 
@@ -17,10 +17,26 @@ import pytest
 
 from agritrace import audit, db
 from agritrace.coldchain import profiles
-from agritrace.trace import coldchain
+from agritrace.trace import coldchain_page
 from agritrace.trace import service as trace_service
 
 START = datetime(2026, 11, 20, 0, 5, tzinfo=UTC)
+CUSTODY_START = START + timedelta(minutes=1)
+
+
+# The mango profile's default: readings expected every 15 min, standing at most twice that.
+MAX_STAND = timedelta(minutes=30)
+
+
+def custody_rows(
+    rows: list[tuple[int, datetime, float]], start: datetime, end: datetime
+) -> list[tuple[int, datetime, float]]:
+    """The readings the summary of a custody [start, end) is computed from, by definition (issue 14):
+    the one standing at `start` (the latest before it, if less than MAX_STAND before and not followed
+    by one at `start`), then those in [start, end)."""
+    before = [r for r in rows if start - MAX_STAND < r[1] < start]
+    carried = [max(before, key=lambda r: r[1])] if before and not any(r[1] == start for r in rows) else []
+    return carried + [r for r in rows if start <= r[1] < end]
 
 
 def oracle_digest(rows: list[tuple[int, datetime, float]]) -> tuple[int, str]:
@@ -44,13 +60,16 @@ def lot() -> Iterator[tuple[str, int, int]]:
         ch = factories.channel(conn, gateway_id=factories.gateway(conn, cooperative_id=coop["id"])["id"])
         points = [(START + timedelta(minutes=15 * i), 11.0 + (i % 3) * 0.25) for i in range(24)]
         points[20] = (points[20][0], 16.0)
+        # Custody begins a minute after the first reading, which still stands then (carried in); one
+        # before it is long superseded, and one comes at custody's very end (stands no time in it).
+        points += [(START - timedelta(minutes=40), 9.0), (START + timedelta(hours=6), 20.0)]
         factories.readings(conn, channel_id=ch["id"], points=points)
         batch = trace_service.create_batch(conn, product="mango", cooperative_id=coop["id"])
         trace_service.add_custody(
             conn,
             batch_id=batch["id"],
             channel_id=ch["id"],
-            started_at=START,
+            started_at=CUSTODY_START,
             ended_at=START + timedelta(hours=6),
         )
         conn.commit()
@@ -61,15 +80,14 @@ def lot() -> Iterator[tuple[str, int, int]]:
 def test_ended_custody_enters_the_chain_with_a_digest_an_oracle_recomputes(lot: tuple[str, int, int]) -> None:
     url, batch_id, channel_id = lot
     with db.cli_connect(url) as conn:
-        assert coldchain.record_evidence(conn) == 1
-        assert coldchain.record_evidence(conn) == 0  # recorded once
+        assert coldchain_page.record_evidence(conn) == 1
+        assert coldchain_page.record_evidence(conn) == 0  # recorded once
         row = conn.execute(
             "SELECT readings_count, readings_sha256, summary FROM batch_coldchain_summaries WHERE batch_id = %s",
             (batch_id,),
         ).fetchone()
         raw = conn.execute(
-            "SELECT channel_id, time, value FROM readings WHERE channel_id = %s AND time BETWEEN %s AND %s",
-            (channel_id, START, START + timedelta(hours=6)),
+            "SELECT channel_id, time, value FROM readings WHERE channel_id = %s", (channel_id,)
         ).fetchall()
         entry = conn.execute(
             """SELECT actor, after FROM audit_log WHERE table_name = 'batch_coldchain_summaries'
@@ -78,11 +96,15 @@ def test_ended_custody_enters_the_chain_with_a_digest_an_oracle_recomputes(lot: 
         ).fetchone()
     assert row is not None and entry is not None
     assert (row["readings_count"], row["readings_sha256"]) == oracle_digest(
-        [(r["channel_id"], r["time"], r["value"]) for r in raw]
+        custody_rows(
+            [(r["channel_id"], r["time"], r["value"]) for r in raw], CUSTODY_START, START + timedelta(hours=6)
+        )
     )
     assert row["readings_count"] == 24
+    # The summary recorded is computed from those same readings.
+    assert row["summary"]["readings"] == 24
     # In the chain: the figures and the digest, recorded by the evidence step.
-    assert entry["actor"] == coldchain.EVIDENCE_ACTOR
+    assert entry["actor"] == coldchain_page.EVIDENCE_ACTOR
     assert entry["after"]["readings_sha256"] == row["readings_sha256"]
     assert entry["after"]["summary"] == row["summary"]
 
@@ -99,7 +121,7 @@ def test_editing_the_readings_behind_a_recorded_summary_is_found(
 ) -> None:
     url, batch_id, _ = lot
     with db.cli_connect(url) as conn:
-        coldchain.record_evidence(conn)
+        coldchain_page.record_evidence(conn)
         assert audit.verify(conn) == []
         conn.execute(tampering)
         conn.commit()
@@ -117,12 +139,12 @@ def test_editing_the_readings_behind_a_recorded_summary_is_found(
 def test_a_late_reading_is_recorded_again_not_reported_as_tampering(lot: tuple[str, int, int]) -> None:
     url, batch_id, channel_id = lot
     with db.cli_connect(url) as conn:
-        coldchain.record_evidence(conn)
+        coldchain_page.record_evidence(conn)
         # A gateway back from two days offline uploads a reading inside the custody.
         factories.readings(conn, channel_id=channel_id, points=[(START + timedelta(minutes=7), 12.0)])
         conn.commit()
         assert audit.verify(conn) == []
-        assert coldchain.record_evidence(conn) == 1
+        assert coldchain_page.record_evidence(conn) == 1
         entries = conn.execute(
             """SELECT after ->> 'readings_count' AS n FROM audit_log
                 WHERE table_name = 'batch_coldchain_summaries' AND row_key = %s ORDER BY id""",

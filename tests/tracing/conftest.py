@@ -18,7 +18,7 @@ from agritrace.api import tokens
 from agritrace.api.app import create_app
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
-from agritrace.trace import coldchain, gs1
+from agritrace.trace import coldchain_page, gs1
 from agritrace.trace import service as trace_service
 
 GTIN = "0690123456789" + str(gs1.check_digit("0690123456789"))
@@ -27,7 +27,7 @@ GTIN = "0690123456789" + str(gs1.check_digit("0690123456789"))
 @pytest.fixture(autouse=True)
 def fresh_cold_chain_cache() -> None:
     """Batch ids restart in every test: never reuse a summary cached by an earlier one."""
-    coldchain.clear_cache()
+    coldchain_page.clear_cache()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from agritrace.coldchain import profiles
 from agritrace.dashboards import rollup
 from agritrace.db import Conn
-from agritrace.trace import coldchain
+from agritrace.trace import coldchain_page
 from agritrace.trace import service as trace_service
 
 from .conftest import cold_room
@@ -23,13 +23,13 @@ HARVEST = datetime(2026, 7, 10, 1, tzinfo=UTC)  # the mango_lot fixture's; its c
 def _page(client: TestClient, lot: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = client.get(f"/api/v1/trace/{lot['code']}").json()
     # Each view must come from the database, not from this process's memory.
-    coldchain.clear_cache()
+    coldchain_page.clear_cache()
     return body
 
 
 def _stored(conn: Conn, batch_id: int) -> dict[str, Any] | None:
     return conn.execute(
-        """SELECT gen, summary || jsonb_build_object('series', series) AS summary
+        """SELECT gen, summary || jsonb_build_object('buckets', series) AS summary
              FROM trace_coldchain_pages WHERE batch_id = %s""",
         (batch_id,),
     ).fetchone()
@@ -121,7 +121,7 @@ def test_editing_the_products_band_changes_the_stored_verdict(
     assert _page(client, mango_lot)["cold_chain"]["verdict"] == "ok"
     conn.execute("UPDATE coldchain_profiles SET temp_low = 12.5 WHERE name = 'mango'")
     after = _page(client, mango_lot)["cold_chain"]
-    assert after["verdict"] == "excursion" and after["band_celsius"]["low"] == 12.5
+    assert after["verdict"] == "excursion" and after["band"]["low"] == 12.5
 
 
 def test_a_lot_still_in_custody_is_not_stored(
@@ -130,7 +130,9 @@ def test_a_lot_still_in_custody_is_not_stored(
     start = datetime.now(UTC) - timedelta(hours=2)
     room = cold_room(conn, mango_lot["cooperative_id"], start=start, hours=2, temp=11.0)
     trace_service.add_custody(conn, batch_id=mango_lot["child"]["id"], channel_id=room, started_at=start)
-    assert _page(client, mango_lot)["cold_chain"]["verdict"] == "ok"
+    # Still in the room: never "ok" while monitoring goes on.
+    cold = _page(client, mango_lot)["cold_chain"]
+    assert (cold["verdict"], cold["in_progress"]) == ("incomplete", True)
     stored = _stored(conn, mango_lot["child"]["id"])
     assert stored is None or stored["summary"] is None
 
@@ -144,12 +146,12 @@ def test_a_summary_computed_before_an_invalidation_is_not_stored(
     assert stored is not None
     # A page read gen, then a change committed while it computed: its (stale) result is dropped.
     conn.execute("SELECT trace_coldchain_invalidate(ARRAY[%s]::bigint[])", (batch,))
-    coldchain.store_page_summary(
+    coldchain_page.store_page_summary(
         conn, batch_id=batch, gen=stored["gen"], summary={"verdict": "ok"}, chart="<svg/>"
     )
     assert _stored(conn, batch) == {"gen": stored["gen"] + 1, "summary": None}
     # A batch never viewed: the invalidation leaves a row, so a view that read "no row" cannot store either.
     conn.execute("DELETE FROM trace_coldchain_pages")
     conn.execute("SELECT trace_coldchain_invalidate(ARRAY[%s]::bigint[])", (batch,))
-    coldchain.store_page_summary(conn, batch_id=batch, gen=0, summary={"verdict": "ok"}, chart="<svg/>")
+    coldchain_page.store_page_summary(conn, batch_id=batch, gen=0, summary={"verdict": "ok"}, chart="<svg/>")
     assert _stored(conn, batch) == {"gen": 1, "summary": None}

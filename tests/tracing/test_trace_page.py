@@ -191,7 +191,7 @@ def test_cold_room_too_cold_for_mango_is_an_excursion(
     body = client.get(f"/api/v1/trace/{mango_lot['code']}").json()
     assert body["cold_chain"]["verdict"] == "excursion"
     assert body["cold_chain"]["min"] == 6.0
-    assert body["cold_chain"]["minutes_outside_band"] >= 300
+    assert body["cold_chain"]["minutes_out_of_band"] >= 300
     assert "cold_chain_excursion" in body["warnings"]
     assert "冷链温度超出范围" in client.get(f"/t/{mango_lot['code']}").text
 

@@ -1,24 +1,21 @@
-"""A batch's cold chain: readings of the channels that held it, over the intervals they held it."""
+"""What a consumer page needs of a lot's cold chain: the summary (`agritrace.coldchain.summary`, the
+one implementation) as the page's JSON with its chart, cached while custody goes on, stored once it
+has ended (trace_coldchain_pages), and recorded as evidence before retention drops the readings."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg.types.json import Jsonb
 
 from agritrace import audit
-from agritrace.coldchain import profiles as coldchain_profiles
 from agritrace.coldchain import summary as coldchain_summary
 from agritrace.db import Conn
 
-# Time outside the band tolerated before the verdict becomes an excursion (short door openings).
-TOLERANCE_MINUTES = 30.0
 CHART_POINTS = 96
 # The summary is the costly part of a page view (a pass over the readings). Once every custody
 # interval of a lot has ended it is stored in the database (trace_coldchain_pages, invalidated by
@@ -32,114 +29,10 @@ _cache_lock = threading.Lock()
 # Chart axis labels are read by consumers in China.
 DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
 
-_CUSTODY = """
-SELECT k.channel_id, k.started_at, least(coalesce(k.ended_at, now()), now()) AS ended_at
-  FROM batch_custody k JOIN channels ch ON ch.id = k.channel_id
- WHERE k.batch_id = ANY(%s) AND ch.unit = 'Cel' AND k.started_at < now()
- ORDER BY k.started_at
-"""
-# The product's band is its cold-chain profile (editable: `PATCH /api/v1/coldchain/profiles/{name}`), the same
-# one the alert rules of a channel holding it use.
-_BAND = "SELECT temp_low, temp_high FROM coldchain_profiles WHERE name = %s"
 
-
-@dataclass(frozen=True)
-class ColdChain:
-    """Figures and verdict for a batch's cold chain, plus a downsampled series for the chart."""
-
-    product: str
-    band: tuple[float | None, float | None]
-    readings: int
-    minimum: float | None
-    maximum: float | None
-    mean: float | None
-    mkt: float | None
-    minutes_inside: float
-    minutes_outside: float
-    excursions: int
-    first: datetime | None
-    last: datetime | None
-    verdict: str  # "ok" | "excursion" | "no_data"
-    series: list[dict[str, Any]]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "product": self.product,
-            "band_celsius": {"low": self.band[0], "high": self.band[1]},
-            "readings": self.readings,
-            "min": round(self.minimum, 1) if self.minimum is not None else None,
-            "max": round(self.maximum, 1) if self.maximum is not None else None,
-            "mean": self.mean,
-            "mean_kinetic_temperature": self.mkt,
-            "minutes_in_band": round(self.minutes_inside, 1),
-            "minutes_outside_band": round(self.minutes_outside, 1),
-            "excursions": self.excursions,
-            "from": self.first.isoformat() if self.first else None,
-            "to": self.last.isoformat() if self.last else None,
-            "verdict": self.verdict,
-            "series": [
-                {"time": p["t"].isoformat(), "min": p["lo"], "max": p["hi"], "avg": p["v"]}
-                for p in self.series
-            ],
-        }
-
-
-def product_band(conn: Conn, *, product: str) -> tuple[float | None, float | None]:
-    """The product's temperature band (°C) from its cold-chain profile; unbounded without one."""
-    row = conn.execute(_BAND, (product,)).fetchone()
-    if row is not None:
-        return row["temp_low"], row["temp_high"]
-    # The cold-chain worker writes the default profiles when it first starts; until then (and a
-    # public page never writes them) the defaults are what that write would hold.
-    for name, _, temp_low, temp_high, _, _ in coldchain_profiles.DEFAULT_PROFILES:
-        if name == product:
-            return temp_low, temp_high
-    return None, None
-
-
-def summarize(conn: Conn, *, product: str, batch_ids: list[int]) -> ColdChain:
-    """Summarises the temperature readings over the custody intervals of these batches (a lot and its sources).
-
-    The figures are `agritrace.coldchain.summary.summarize_custody` against the product's profile band
-    (the cold-chain domain's one implementation), in about CHART_POINTS buckets over the whole span.
-    """
-    band = product_band(conn, product=product)
-    custody = conn.execute(_CUSTODY, (batch_ids,)).fetchall()
-    empty = ColdChain(product, band, 0, None, None, None, None, 0.0, 0.0, 0, None, None, "no_data", [])
-    if not custody:
-        return empty
-    span = (max(k["ended_at"] for k in custody) - min(k["started_at"] for k in custody)).total_seconds()
-    s = coldchain_summary.summarize_custody(
-        conn,
-        intervals=[(k["channel_id"], k["started_at"], k["ended_at"]) for k in custody],
-        # An unbounded side is infinite, not None: None would fall back to the channel's own profile.
-        low=band[0] if band[0] is not None else -math.inf,
-        high=band[1] if band[1] is not None else math.inf,
-        bucket=timedelta(seconds=max(60, int(span / CHART_POINTS) + 1)),
-    )
-    if not s["readings"]:
-        return empty
-    temp = s["temperature"]
-    series = [
-        {"t": datetime.fromisoformat(b["start"]), "lo": b["min"], "hi": b["max"], "v": b["mean"]}
-        for b in s["buckets"]
-    ]
-    return ColdChain(
-        product=product,
-        band=band,
-        readings=int(s["readings"]),
-        minimum=temp["min"],
-        maximum=temp["max"],
-        mean=round(temp["mean"], 2),
-        mkt=round(temp["mkt"], 2) if temp["mkt"] is not None else None,
-        minutes_inside=s["minutes_in_band"],
-        minutes_outside=s["minutes_out_of_band"],
-        excursions=int(s["excursions"]),
-        first=s["first"],
-        last=s["last"],
-        verdict="excursion" if s["minutes_out_of_band"] > TOLERANCE_MINUTES else "ok",
-        series=series,
-    )
+def page_summary(conn: Conn, *, product: str, batch_ids: list[int]) -> coldchain_summary.Summary:
+    """The lot's summary (its custody and its sources'), in about CHART_POINTS chart buckets."""
+    return coldchain_summary.summarize_lot(conn, product=product, batch_ids=batch_ids, points=CHART_POINTS)
 
 
 # A stored summary (written before retention dropped the readings) stands for the live one while it
@@ -166,9 +59,26 @@ def summarize_stored_or_live(
         else None
     )
     if stored is not None:
-        return stored["summary"], stored["chart_svg"]
-    cold = summarize(conn, product=product, batch_ids=batch_ids)
+        return _current_names(stored["summary"]), stored["chart_svg"]
+    cold = page_summary(conn, product=product, batch_ids=batch_ids)
     return cold.as_json(), chart_svg(cold)
+
+
+def _current_names(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary recorded before migration 0030 under the page's old names, in today's (the figures
+    are as they were recorded)."""
+    if "minutes_outside_band" not in summary:
+        return summary
+    return {
+        **summary,
+        "band": summary.get("band_celsius"),
+        "mkt": summary.get("mean_kinetic_temperature"),
+        "minutes_out_of_band": summary["minutes_outside_band"],
+        "buckets": [
+            {"time": p["time"], "min": p["min"], "max": p["max"], "mean": p["avg"]}
+            for p in summary.get("series", [])
+        ],
+    }
 
 
 def summarize_cached(
@@ -205,14 +115,14 @@ ON CONFLICT (batch_id) DO UPDATE
 
 def store_page_summary(conn: Conn, *, batch_id: int, gen: int, summary: dict[str, Any], chart: str) -> None:
     """Stores a lot's page summary computed after reading `gen` (skipped if invalidated since)."""
-    figures = {k: v for k, v in summary.items() if k != "series"}
+    figures = {k: v for k, v in summary.items() if k != "buckets"}
     conn.execute(
         _STORE_PAGE,
         {
             "batch": batch_id,
             "gen": gen,
             "summary": Jsonb(figures),
-            "series": Jsonb(summary.get("series", [])),
+            "series": Jsonb(summary.get("buckets", [])),
             "chart": chart,
         },
     )
@@ -254,7 +164,7 @@ def store_summary(conn: Conn, *, batch: dict[str, Any]) -> None:
     """Stores a batch's summary (a row of _UNSUMMARISED) with the count and digest of the readings it
     was computed from: an audited record, so its readings may go and edits to them show."""
     history = list(batch["history_ids"])
-    cold = summarize(conn, product=batch["product"], batch_ids=history)
+    cold = page_summary(conn, product=batch["product"], batch_ids=history)
     conn.execute(
         _STORE,
         {
@@ -319,16 +229,17 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def chart_svg(cc: ColdChain, *, width: int = 340, height: int = 140) -> str:
-    """A small inline SVG: the product band shaded, the min-max envelope, the average line."""
-    if not cc.series:
+def chart_svg(cc: coldchain_summary.Summary, *, width: int = 340, height: int = 140) -> str:
+    """A small inline SVG: the product band shaded, the min-max envelope, the mean line."""
+    points = cc.buckets
+    if not points:
         return ""
     pad_l, pad_r, pad_t, pad_b = 30, 6, 6, 18
-    values = [p["lo"] for p in cc.series] + [p["hi"] for p in cc.series]
+    values = [p.min for p in points] + [p.max for p in points]
     values += [b for b in cc.band if b is not None]
     vmin, vmax = float(min(values)) - 1, float(max(values)) + 1
-    t0: float = cc.series[0]["t"].timestamp()
-    t1: float = max(cc.series[-1]["t"].timestamp(), t0 + 1)
+    t0: float = points[0].time.timestamp()
+    t1: float = max(points[-1].time.timestamp(), t0 + 1)
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
 
     def x(t: datetime) -> float:
@@ -346,20 +257,18 @@ def chart_svg(cc: ColdChain, *, width: int = 340, height: int = 140) -> str:
     parts.append(
         f'<rect x="{pad_l}" y="{y(hi)}" width="{w}" height="{round(y(lo) - y(hi), 1)}" fill="#d9f2e3"/>'
     )
-    env = [f"{x(p['t'])},{y(p['hi'])}" for p in cc.series] + [
-        f"{x(p['t'])},{y(p['lo'])}" for p in reversed(cc.series)
-    ]
+    env = [f"{x(p.time)},{y(p.max)}" for p in points] + [f"{x(p.time)},{y(p.min)}" for p in reversed(points)]
     parts.append(f'<polygon points="{" ".join(env)}" fill="#9cc3e6" opacity="0.6"/>')
-    line = " ".join(f"{x(p['t'])},{y(p['v'])}" for p in cc.series)
+    line = " ".join(f"{x(p.time)},{y(p.mean)}" for p in points)
     parts.append(f'<polyline points="{line}" fill="none" stroke="#1f5f99" stroke-width="1.5"/>')
     for v in (vmin + 1, vmax - 1, *[b for b in cc.band if b is not None]):
         parts.append(f'<text x="2" y="{y(v) + 3}" font-size="9" fill="#555">{v:.0f}°C</text>')
     parts.append(
-        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#555">{cc.series[0]["t"].astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>'
+        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#555">{points[0].time.astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>'
     )
     parts.append(
         f'<text x="{width - pad_r}" y="{height - 4}" font-size="9" fill="#555" text-anchor="end">'
-        f"{cc.series[-1]['t'].astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>"
+        f"{points[-1].time.astimezone(DISPLAY_TZ):%m-%d %H:%M}</text>"
     )
     parts.append("</svg>")
     return "".join(parts)
