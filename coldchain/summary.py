@@ -1,7 +1,7 @@
 """Cold-chain summaries, in SQL: what a set of (channel, start, end) windows shows about a product's
 temperature (a lot's custody intervals, or one channel over a range), and the verdict it supports.
 
-One definition of time (migration 0030): a reading stands until the next one, at most the channel's
+One definition of time (migration 0018): a reading stands until the next one, at most the channel's
 expected interval times a tolerance; beyond that the time is *no data*, never in or out of band. A
 window carries in the reading that stood at its start and clips the last one at its end; a window
 still going on ends now. Mean kinetic temperature and the mean are weighted by that time.

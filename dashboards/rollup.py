@@ -23,7 +23,7 @@ _ROLL = """
 WITH rows AS (
     SELECT r.channel_id, r.time, r.value,
            -- A reading stands until the next one, at most the channel's expected interval times its
-           -- tolerance (coldchain_max_stand, migration 0030); the newest (no next one) stands 0 here.
+           -- tolerance (coldchain_max_stand, migration 0018); the newest (no next one) stands 0 here.
            least(coalesce(date_part('epoch', lead(r.time) OVER (PARTITION BY r.channel_id ORDER BY r.time))
                           - date_part('epoch', r.time), 0),
                  date_part('epoch', s.max_stand)) AS dur

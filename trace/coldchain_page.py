@@ -65,7 +65,7 @@ def summarize_stored_or_live(
 
 
 def _current_names(summary: dict[str, Any]) -> dict[str, Any]:
-    """A summary recorded before migration 0030 under the page's old names, in today's (the figures
+    """A summary recorded before migration 0018 under the page's old names, in today's (the figures
     are as they were recorded)."""
     if "minutes_outside_band" not in summary:
         return summary

@@ -2,7 +2,7 @@
 evaluator's alert figures were not audited, so editing them changed a lot's cold-chain verdict without
 a trace. When a lot's custody has ended its summary enters the chain with a digest of its readings,
 and `audit verify` recomputes it. The digest is recomputed here by an independent oracle written from
-its definition (migrations 0016 and 0030), in Python, from the raw rows."""
+its definition (migrations 0016 and 0018), in Python, from the raw rows."""
 
 from __future__ import annotations
 
