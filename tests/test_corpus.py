@@ -113,7 +113,7 @@ def world(database: str) -> Iterator[World]:
             token = tokens.create(conn, role=role, cooperative=name if role == "cooperative" else None)
             w.headers[role] = {"Authorization": f"Bearer {token}"}
     yield w
-    with db.connect(database, autocommit=True) as conn:
+    with db.connect(db.owner_url(database), autocommit=True) as conn:
         tables = [
             str(r["tablename"])
             for r in conn.execute(
