@@ -6,7 +6,9 @@ Pure ASGI middlewares (no BaseHTTPMiddleware), installed in `api/app.py` by `ins
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agritrace import text
 from agritrace.api.problems import problem
 from agritrace.settings import Settings, get_settings
 
@@ -42,6 +45,8 @@ SECURITY_HEADERS = {
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A JSON escape of a surrogate code point; only a body holding one can decode to a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def is_public(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -84,8 +89,23 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def lone_surrogates(body: bytes) -> list[list[str | int]]:
+    """Where a JSON body decodes to a lone surrogate (`"\\ud800"`), as validation `loc`s; [] if nowhere.
+
+    Python's JSON decoder accepts such an escape, but no UTF-8 encoder does: the value would reach
+    PostgreSQL (or a response) and fail there with a 500. Bodies that are not JSON are left to the app."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return []
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    return [["body", *path] for path in text.surrogate_paths(doc)]
+
+
 class BodyLimit:
-    """Refuses request bodies over the limit with 413 problem+json, declared or streamed."""
+    """Refuses request bodies over the limit with 413 problem+json, declared or streamed, and JSON
+    bodies holding a lone surrogate with 422 (one check for every route, naming the field)."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
@@ -118,6 +138,20 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        bad = lone_surrogates(body)
+        if bad:
+            invalid = problem(
+                422,
+                "invalid-input",
+                "Invalid input",
+                "the request did not validate",
+                errors=[
+                    {"loc": loc, "msg": "text must not contain lone surrogates", "type": "lone_surrogate"}
+                    for loc in bad
+                ],
+            )
+            await invalid(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
