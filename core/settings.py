@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     # req/s, 49-56 ms; 1: 1,204 req/s, 42 ms). Scale with API processes; raise this when the
     # database is remote and round trips, not CPU, bound a view.
     public_page_threads: int = Field(default=1, ge=1)
+    # Cold-chain webhooks must be https and reach only public addresses: every address the host
+    # resolves to is checked when the webhook is registered and again before each call, which then
+    # connects to the address it checked (so DNS rebinding cannot point it at this network). An
+    # operator may allow plain http and private, loopback or link-local targets (a receiver on the
+    # same LAN, tests): it is a server setting, not something an API caller can choose.
+    webhook_allow_private_targets: bool = False
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so
