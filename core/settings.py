@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     # operator may allow plain http and private, loopback or link-local targets (a receiver on the
     # same LAN, tests): it is a server setting, not something an API caller can choose.
     webhook_allow_private_targets: bool = False
+    # Product codes: at most this many issued by one request (422 beyond) and held by one batch
+    # (409 beyond: a lot of 100,000 boxes is already large). A label sheet (PDF, 24 labels per A4
+    # page) holds at most `labels_per_sheet_max` labels (1,200: 50 pages, ~7 s of one core, 2.5 MB);
+    # larger batches are printed sheet by sheet with ?start=&count=.
+    codes_per_request_max: int = Field(default=10_000, ge=1)
+    codes_per_batch_max: int = Field(default=100_000, ge=1)
+    labels_per_sheet_max: int = Field(default=1_200, ge=24)
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so

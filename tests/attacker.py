@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 
 from agritrace import db
 from agritrace.api import tokens
+from agritrace.settings import get_settings
 from agritrace.trace import service as trace_service
 
 
@@ -64,3 +68,17 @@ def make_tenant(conn: db.Conn) -> Tenant:
         bearer(conn, "regulator"),
         bearer(conn, "cooperative", name),
     )
+
+
+@contextmanager
+def server_settings(**values: str) -> Iterator[None]:
+    """Runs with these AGRITRACE_* settings (an operator's environment), then restores the defaults."""
+    names = {f"AGRITRACE_{k.upper()}": v for k, v in values.items()}
+    os.environ.update(names)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name in names:
+            del os.environ[name]
+        get_settings.cache_clear()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response
 
 from agritrace.api import problems
@@ -14,10 +19,12 @@ from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, dec
 from agritrace.api.tokens import Principal
 from agritrace.db import Conn
 from agritrace.errors import Forbidden, InvalidInput, NotFound
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import epcis, schemas
 from agritrace.trace import service as trace_service
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trace"], responses=problems.AUTH_RESPONSES)
 # Regulators read every batch and recall, but record nothing on a cooperative's behalf.
 Writer = Annotated[Principal, require("admin", "cooperative")]
@@ -359,18 +366,84 @@ def issue_codes(
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}, "example": "%PDF-1.4 …"}
             }
         },
-        **problems.responses(404),
+        **problems.responses(404, 429),
     },
 )
-def labels_pdf(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
-    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    labels = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    pdf = trace_codes.label_sheet_pdf(labels=labels, product_name=trace_codes.label_name(batch))
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="labels-{batch["lot"]}.pdf"'},
-    )
+async def labels_pdf(
+    batch_id: BatchId,
+    request: Request,
+    conn: ConnDep,
+    scope: ScopeDep,
+    start: Annotated[int, Query(ge=0, le=10_000_000, description="Labels to skip (issue order).")] = 0,
+    count: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Labels on this sheet (at most the server's limit).")
+    ] = None,
+) -> Response:
+    """At most AGRITRACE_LABELS_PER_SHEET_MAX labels per sheet; a larger batch is printed sheet by
+    sheet (`start`, `count`; `X-Total-Count` and a `Link: rel="next"` header lead on). The work
+    stops when the client hangs up."""
+    most = get_settings().labels_per_sheet_max
+    if count is not None and count > most:
+        raise InvalidInput(f"at most {most} labels per sheet")
+
+    def load() -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+        batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
+        total = trace_codes.count_codes(conn, batch_id=batch_id)
+        if count is None and total - start > most:
+            raise InvalidInput(
+                f"the batch has {total} codes, at most {most} labels fit a sheet: "
+                f"print it sheet by sheet with ?start=0&count={most}, ?start={most}&count={most}, ..."
+            )
+        labels = trace_codes.list_codes(conn, batch_id=batch_id, offset=start, limit=count or most)
+        return batch, total, labels
+
+    batch, total, labels = await anyio.to_thread.run_sync(load)
+    gone = threading.Event()
+    drawn = 0
+
+    def progress(n: int) -> None:
+        nonlocal drawn
+        drawn += n
+        if gone.is_set():
+            raise ClientGone
+
+    async def watch() -> None:
+        # The request has no body left to read: the next message is the client hanging up.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    pdf: bytes | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        try:
+            pdf = await anyio.to_thread.run_sync(
+                functools.partial(
+                    trace_codes.label_sheet_pdf,
+                    labels=labels,
+                    product_name=trace_codes.label_name(batch),
+                    progress=progress,
+                )
+            )
+        except ClientGone:
+            log.info("label sheet of batch %s stopped after %d of %d labels: the client hung up", batch_id,
+                     drawn, len(labels))  # fmt: skip
+        finally:
+            tasks.cancel_scope.cancel()
+    if pdf is None:
+        return Response(status_code=499)  # nobody is listening ("client closed request")
+    headers = {
+        "Content-Disposition": f'attachment; filename="labels-{batch["lot"]}-{start + 1}.pdf"',
+        "X-Total-Count": str(total),
+    }
+    if start + len(labels) < total:
+        following = request.url.include_query_params(start=start + len(labels), count=len(labels))
+        headers["Link"] = f'<{following}>; rel="next"'
+    return Response(pdf, media_type="application/pdf", headers=headers)
+
+
+class ClientGone(Exception):
+    """The client of a long request hung up: its work stops."""
 
 
 @router.post(

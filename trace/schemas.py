@@ -211,7 +211,11 @@ class InspectionIn(_In):
 class IssueIn(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"count": 24}]})
 
-    count: int = Field(ge=1, le=100_000)
+    count: int = Field(
+        ge=1,
+        le=100_000,
+        description="Codes to issue (the server's limits: 10,000 per request, 100,000 per batch).",
+    )
 
 
 class RecallIn(_In):

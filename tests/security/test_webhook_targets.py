@@ -4,7 +4,6 @@ and reach public addresses only, checked when it is registered and again before 
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,14 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from attacker import Tenant
+from attacker import Tenant, server_settings
 from fastapi.testclient import TestClient
 from test_coldchain_alerts import ingest, series, watched_channel
 
 from agritrace import db
 from agritrace.api.app import create_app
 from agritrace.coldchain import evaluator, notify
-from agritrace.settings import get_settings
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +129,8 @@ def test_a_stored_webhook_whose_target_turned_private_is_not_called(
 
 @pytest.fixture
 def private_webhooks() -> Iterator[None]:
-    os.environ["AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
-    get_settings.cache_clear()
-    try:
+    with server_settings(webhook_allow_private_targets="true"):
         yield
-    finally:
-        del os.environ["AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS"]
-        get_settings.cache_clear()
 
 
 def test_an_operator_may_allow_private_targets_for_a_receiver_on_the_lan(
