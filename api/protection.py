@@ -11,15 +11,18 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agritrace import text
 from agritrace.api.problems import problem
+from agritrace.errors import RateLimited
 from agritrace.settings import Settings, get_settings
 
 # No third-party source anywhere: pages may load only what this server serves.
@@ -194,16 +197,45 @@ class TokenBucket:
         return wait
 
 
-class PublicRateLimit:
-    """429 with Retry-After for a client past its budget on the public paths."""
+def public_route_patterns(routes: Iterable[BaseRoute]) -> tuple[re.Pattern[str], ...]:
+    """The paths of every route declared public (`openapi_extra={"security": []}`)."""
+    # iter_route_contexts flattens included routers (FastAPI keeps them nested in app.routes).
+    return tuple(
+        compile_path(ctx.path)[0]
+        for ctx in iter_route_contexts(list(routes))
+        if isinstance(ctx.original_route, APIRoute)
+        and ctx.path is not None
+        and (ctx.original_route.openapi_extra or {}).get("security") == []
+    )
 
-    def __init__(self, app: ASGIApp, *, limiter: TokenBucket, public_prefixes: tuple[str, ...]) -> None:
+
+class PublicRateLimit:
+    """429 with Retry-After for a client past its budget on the public paths: the configured prefixes
+    and every route declared public (found in the app's routes at the first request)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: TokenBucket,
+        public_prefixes: tuple[str, ...],
+        routes: Callable[[], Iterable[BaseRoute]],
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.public_prefixes = public_prefixes
+        self.routes = routes
+        self._public_routes: tuple[re.Pattern[str], ...] | None = None
+
+    def limited(self, path: str) -> bool:
+        if is_public(path, self.public_prefixes):
+            return True
+        if self._public_routes is None:
+            self._public_routes = public_route_patterns(self.routes())
+        return any(p.match(path) for p in self._public_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_public(scope["path"], self.public_prefixes):
+        if scope["type"] == "http" and self.limited(scope["path"]):
             # The peer address; behind a proxy uvicorn's --proxy-headers sets it from X-Forwarded-For
             # (trusting only the configured proxies), so clients cannot pick their own key.
             client = scope.get("client")
@@ -222,14 +254,30 @@ class PublicRateLimit:
         await self.app(scope, receive, send)
 
 
+def throttle(limiter: TokenBucket, key: str, what: str) -> None:
+    """Takes one of `key`'s tokens; RateLimited (429 with Retry-After) when it has none left."""
+    wait = limiter.take(key)
+    if wait > 0:
+        retry = max(1, math.ceil(wait))
+        raise RateLimited(f"too many {what}: try again in {retry} s", retry_after=retry)
+
+
 def install(app: FastAPI, settings: Settings | None = None) -> None:
-    """Adds the middlewares; the limiter is `app.state.public_rate_limiter` (tests swap its clock)."""
+    """Adds the middlewares and the limiters: `app.state.public_rate_limiter` (per client address,
+    public routes), `labels_rate_limiter` (per token, label sheets), `auth_failure_limiter` (per
+    client address, failed authentications); tests swap their clocks."""
     settings = settings or get_settings()
     prefixes = tuple(settings.public_path_prefixes)
     limiter = TokenBucket(rate=settings.public_rate_per_minute / 60.0, burst=settings.public_rate_burst)
     app.state.public_rate_limiter = limiter
+    app.state.labels_rate_limiter = TokenBucket(
+        rate=settings.labels_rate_per_minute / 60.0, burst=settings.labels_rate_burst
+    )
+    app.state.auth_failure_limiter = TokenBucket(
+        rate=settings.auth_failures_per_minute / 60.0, burst=settings.auth_failures_burst
+    )
     # Added innermost first, so the body limit runs before the rate limiter's bookkeeping.
-    app.add_middleware(PublicRateLimit, limiter=limiter, public_prefixes=prefixes)
+    app.add_middleware(PublicRateLimit, limiter=limiter, public_prefixes=prefixes, routes=lambda: app.routes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # The headers go outside everything, even Starlette's ServerErrorMiddleware (which answers a
     # 500 itself and is always outermost), so no response leaves without them.

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     public_rate_per_minute: float = Field(default=120, gt=0)
     public_rate_burst: int = Field(default=30, ge=1)
     public_cache_seconds: int = Field(default=300, ge=0)
+    # Every route declared public (`openapi_extra={"security": []}`: QR images, /healthz) shares
+    # that limit too. Label sheets are limited per token as well (each costs seconds of CPU).
+    labels_rate_per_minute: float = Field(default=6, gt=0)
+    labels_rate_burst: int = Field(default=3, ge=1)
+    # Failed authentications (a token presented that is unknown, expired or revoked) per client
+    # address: past the burst, further failing attempts get 429 with Retry-After until the bucket
+    # refills at this rate. A valid token from the same address is never refused (a NAT may hide
+    # many users, and the attacker's guesses are hopeless against 256-bit tokens anyway).
+    auth_failures_per_minute: float = Field(default=6, gt=0)
+    auth_failures_burst: int = Field(default=10, ge=1)
     # Consumer-page views run at once per API process (the others wait their turn, first come first
     # served). With the database on the same host a view is nearly all CPU: more threads than one
     # only share the GIL and stretch the slowest response (bench/trace_page.py at full size, 2 API

@@ -77,7 +77,9 @@ def issue_codes(
     conn.execute("SELECT 1 FROM batches WHERE id = %s FOR NO KEY UPDATE", (batch_id,))
     held = count_codes(conn, batch_id=batch_id)
     if held + count > settings.codes_per_batch_max:
-        raise Conflict(f"batch {batch_id} holds {held} codes; at most {settings.codes_per_batch_max} per batch")
+        raise Conflict(
+            f"batch {batch_id} holds {held} codes; at most {settings.codes_per_batch_max} per batch"
+        )
     serials = [new_serial() for _ in range(count)]
     # COPY: a run of 100,000 labels is one round trip, not 100,000 INSERTs. 80-bit serials do not collide.
     with conn.cursor() as cur, cur.copy("COPY codes (serial, batch_id) FROM STDIN") as copy:

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import Response
 
-from agritrace.api import problems
-from agritrace.api.deps import ConnDep, ScopeDep, StaffDep, require
+from agritrace.api import problems, protection
+from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep, StaffDep, require
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
 from agritrace.db import Conn
@@ -62,6 +62,11 @@ _CODE = {
     "code": "K7Q2M9X4T8D3W6RZ",
     "url": "https://trace.example.org/01/06901234567892/10/MG260501-7K2Q/21/K7Q2M9X4T8D3W6RZ",
 }
+
+
+def _labels_budget(request: Request, principal: PrincipalDep) -> None:
+    """A label sheet costs seconds of CPU: AGRITRACE_LABELS_RATE_* per token."""
+    protection.throttle(request.app.state.labels_rate_limiter, f"token:{principal.token_id}", "label sheets")
 
 
 def _cooperative_name(conn: Conn, cooperative_id: int) -> str | None:
@@ -371,6 +376,7 @@ def issue_codes(
 )
 async def labels_pdf(
     batch_id: BatchId,
+    _budget: Annotated[None, Depends(_labels_budget)],
     request: Request,
     conn: ConnDep,
     scope: ScopeDep,

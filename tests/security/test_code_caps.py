@@ -24,7 +24,11 @@ from agritrace.trace import codes as trace_codes
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app()) as c:
+    app = create_app()
+    app.state.labels_rate_limiter.burst = (
+        1_000  # sheets are limited per token: tests/security/test_rate_limits.py
+    )
+    with TestClient(app) as c:
         yield c
 
 
