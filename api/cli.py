@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import sys
 from typing import Any
 
@@ -34,6 +35,14 @@ def run(
     import uvicorn  # here: the other commands (an ingest worker) need neither it nor FastAPI
 
     settings = get_settings()
+    if settings.access_log:
+        # One JSON line per request, on its own: uvicorn's access log (off) would print query strings.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access = logging.getLogger("agritrace.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     uvicorn.run(
         "agritrace.api.app:create_app",
         factory=True,

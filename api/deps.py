@@ -55,6 +55,7 @@ def get_principal(
         raise Unauthorized("the token is unknown, expired or revoked")
     # Everything this request changes is recorded in the audit trail under this token.
     audit.set_actor(conn, principal.actor)
+    request.state.principal = principal  # for the access log (api/protection.py)
     return principal
 
 

@@ -1,5 +1,7 @@
-"""Protections on every response: security headers, a body-size limit, and for the public paths
-(consumer pages, trace JSON, GS1 Digital Link) per-client rate limiting and cache headers.
+"""Protections on every response: security headers, a body-size limit (and no lone surrogates in a
+JSON body), for the public paths (consumer pages, trace JSON, GS1 Digital Link, QR images, every
+route declared public) per-client rate limiting and cache headers, the limiters the routes use
+(label sheets per token, failed authentications per address), and a JSON access log.
 
 Pure ASGI middlewares (no BaseHTTPMiddleware), installed in `api/app.py` by `install(app)`.
 """
@@ -7,12 +9,14 @@ Pure ASGI middlewares (no BaseHTTPMiddleware), installed in `api/app.py` by `ins
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -254,6 +258,50 @@ class PublicRateLimit:
         await self.app(scope, receive, send)
 
 
+access_log = logging.getLogger("agritrace.access")
+
+
+class AccessLog:
+    """One JSON line per request on the `agritrace.access` logger (INFO): time, method, path (never
+    the query string, which may carry a key), status, duration, client address and the caller's
+    token id and role when it had a valid one. Never a token or any header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not access_log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            principal = scope.get("state", {}).get("principal")
+            client = scope.get("client")
+            line: dict[str, object] = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,  # None: the client left before an answer
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "client": client[0] if client else None,
+            }
+            if principal is not None:
+                line.update(token_id=principal.token_id, role=principal.role)
+                if principal.cooperative_id is not None:
+                    line["cooperative_id"] = principal.cooperative_id
+            access_log.info(json.dumps(line, ensure_ascii=False))
+
+
 def throttle(limiter: TokenBucket, key: str, what: str) -> None:
     """Takes one of `key`'s tokens; RateLimited (429 with Retry-After) when it has none left."""
     wait = limiter.take(key)
@@ -284,8 +332,11 @@ def install(app: FastAPI, settings: Settings | None = None) -> None:
     build_stack = app.build_middleware_stack
 
     def build_with_headers() -> ASGIApp:
-        return SecurityHeaders(
-            build_stack(), public_prefixes=prefixes, public_max_age=settings.public_cache_seconds
+        # The access log outermost of all: it sees every answer, 413, 429 and 500 included.
+        return AccessLog(
+            SecurityHeaders(
+                build_stack(), public_prefixes=prefixes, public_max_age=settings.public_cache_seconds
+            )
         )
 
     app.build_middleware_stack = build_with_headers  # type: ignore[method-assign]

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `agritrace api run` writes one JSON line per request to stderr (api/protection.py: AccessLog).
+    access_log: bool = True
     # Base URL printed into QR codes and links ("https://trace.example.cn").
     public_base_url: str = "http://127.0.0.1:8000"
 
