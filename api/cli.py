@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import getpass
 import json
-import logging
 import sys
 from typing import Any
 
@@ -33,16 +33,24 @@ def run(
 ) -> None:
     """Serves the API with uvicorn."""
     import uvicorn  # here: the other commands (an ingest worker) need neither it nor FastAPI
+    import uvicorn.config
 
     settings = get_settings()
+    # Given to uvicorn, which applies it in every worker process too.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     if settings.access_log:
         # One JSON line per request, on its own: uvicorn's access log (off) would print query strings.
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access = logging.getLogger("agritrace.access")
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+        log_config["formatters"]["agritrace_access"] = {"format": "%(message)s"}
+        log_config["handlers"]["agritrace_access"] = {
+            "class": "logging.StreamHandler",
+            "formatter": "agritrace_access",
+            "stream": "ext://sys.stderr",
+        }
+        log_config["loggers"]["agritrace.access"] = {
+            "handlers": ["agritrace_access"],
+            "level": "INFO",
+            "propagate": False,
+        }
     uvicorn.run(
         "agritrace.api.app:create_app",
         factory=True,
@@ -51,6 +59,7 @@ def run(
         workers=workers,
         proxy_headers=True,
         access_log=False,
+        log_config=log_config,
     )
 
 

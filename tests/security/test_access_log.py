@@ -31,7 +31,7 @@ def test_every_request_is_one_json_line_without_the_token_or_the_query(
     agritrace = Path(sys.executable).parent / "agritrace"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(agritrace), "api", "run", "--port", str(port)],
+            [str(agritrace), "api", "run", "--port", str(port), "--workers", "2"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ,
