@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agritrace import audit
 from agritrace.api import problems
-from agritrace.api.deps import ConnDep, ScopeDep
+from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=problems.AUTH_RESPONSES)
 
@@ -26,8 +26,14 @@ class AuditEntry(BaseModel):
     after: dict[str, Any] | None
     prev_hash: str
     hash: str
-    canonical: str
+    canonical: str | None = Field(description="The hashed text; withheld when something is redacted.")
     valid: bool = Field(description="The hash matches the content and links to the entry before it.")
+    redacted: list[str] = Field(
+        default_factory=list,
+        description="What was cut from this view (non-admins): secret-bearing values such as a webhook "
+        "URL's path and query, e.g. `after.url`, and then `canonical`.",
+        examples=[["after.url", "canonical"]],
+    )
 
 
 class ChainHead(BaseModel):
@@ -56,6 +62,7 @@ class AuditHistory(BaseModel):
                             "hash": "4a…",
                             "canonical": '{"at": "2026-05-01T08:00:00.000000Z", …}',
                             "valid": True,
+                            "redacted": [],
                         }
                     ],
                     "head": {"id": 40, "hash": "c3…"},
@@ -81,8 +88,10 @@ def entity_history(
     key: Annotated[str, Path(max_length=200, examples=["42"])],
     conn: ConnDep,
     scope: ScopeDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
-    """Admins and regulators see any entity; a cooperative sees only its own."""
+    """Admins and regulators see any entity; a cooperative sees only its own (not webhooks).
+    Secret-bearing values (a webhook's URL beyond its origin) are shown to admins only."""
     if scope.cooperative_id is not None:
         scope.check(audit.entity_owner(conn, table=table, key=key), "audited entity")
-    return audit.history(conn, table=table, key=key)
+    return audit.history(conn, table=table, key=key, reveal_secrets=principal.role == "admin")

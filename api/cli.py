@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -30,8 +31,24 @@ def run(
 ) -> None:
     """Serves the API with uvicorn."""
     import uvicorn  # here: the other commands (an ingest worker) need neither it nor FastAPI
+    import uvicorn.config
 
     settings = get_settings()
+    # Given to uvicorn, which applies it in every worker process too.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    if settings.access_log:
+        # One JSON line per request, on its own: uvicorn's access log (off) would print query strings.
+        log_config["formatters"]["agritrace_access"] = {"format": "%(message)s"}
+        log_config["handlers"]["agritrace_access"] = {
+            "class": "logging.StreamHandler",
+            "formatter": "agritrace_access",
+            "stream": "ext://sys.stderr",
+        }
+        log_config["loggers"]["agritrace.access"] = {
+            "handlers": ["agritrace_access"],
+            "level": "INFO",
+            "propagate": False,
+        }
     uvicorn.run(
         "agritrace.api.app:create_app",
         factory=True,
@@ -40,6 +57,7 @@ def run(
         workers=workers,
         proxy_headers=True,
         access_log=False,
+        log_config=log_config,
     )
 
 

@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agritrace import audit
-from agritrace.api import tokens
+from agritrace.api import protection, tokens
 from agritrace.api.tokens import Principal
 from agritrace.db import Conn
 from agritrace.errors import Forbidden, NotFound, Unauthorized
@@ -38,17 +38,24 @@ ConnDep = Annotated[Conn, Depends(get_conn)]
 
 
 def get_principal(
+    request: Request,
     conn: ConnDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """Resolves the bearer token to a principal; 401 when missing, unknown, expired or revoked."""
+    """Resolves the bearer token to a principal; 401 when missing, unknown, expired or revoked.
+
+    A client address whose tokens keep failing gets 429 (Retry-After) for its failing attempts past
+    AGRITRACE_AUTH_FAILURES_BURST; a valid token is always served, whoever shares the address."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("send 'Authorization: Bearer <token>'")
     principal = tokens.resolve(conn, credentials.credentials)
     if principal is None:
+        client = request.client.host if request.client else "unknown"
+        protection.throttle(request.app.state.auth_failure_limiter, client, "failed authentications")
         raise Unauthorized("the token is unknown, expired or revoked")
     # Everything this request changes is recorded in the audit trail under this token.
     audit.set_actor(conn, principal.actor)
+    request.state.principal = principal  # for the access log (api/protection.py)
     return principal
 
 

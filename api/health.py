@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
+from agritrace.api import problems
 from agritrace.db import Conn
 
 router = APIRouter(tags=["health"])
@@ -40,6 +41,7 @@ def _database(pool: ConnectionPool[Conn]) -> dict[str, Any]:
             }
         },
         503: {"description": "The database or the broker is unreachable (same body, ok false)"},
+        **problems.responses(429),  # public routes share the per-client rate limit
     },
     openapi_extra={"security": []},  # public: load balancers and monitors call it without a token
 )

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agritrace.errors import AgriTraceError
+from agritrace.errors import AgriTraceError, RateLimited
 
 PROBLEM_BASE = "https://agritrace.dev/problems/"
 log = logging.getLogger(__name__)
@@ -83,8 +83,9 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# What every authenticated route can answer besides its success.
-AUTH_RESPONSES = responses(401, 403, 422)
+# What every authenticated route can answer besides its success (429: repeated failed
+# authentications from one address, `api/deps.py`).
+AUTH_RESPONSES = responses(401, 403, 422, 429)
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -102,7 +103,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(AgriTraceError)
     async def domain_error(_request: Request, exc: AgriTraceError) -> JSONResponse:
-        return problem(exc.status, exc.type_slug, exc.title, exc.detail)
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"}
+        return problem(exc.status, exc.type_slug, exc.title, exc.detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

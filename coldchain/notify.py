@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import paho.mqtt.client as mqtt
 
 from agritrace.db import Conn
-from agritrace.errors import NotFound
+from agritrace.errors import InvalidInput, NotFound
+from agritrace.settings import get_settings
 
 log = logging.getLogger(__name__)
 TOPIC = "agritrace/v1/alerts/{gateway_id}/{alert_id}"
@@ -83,6 +88,98 @@ def publish_pending(conn: Conn, client: mqtt.Client, *, limit: int = 500, timeou
     return len(events)
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class TargetRefused(InvalidInput):
+    """A webhook URL that may not be called: not https, or reaching a non-public address."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one webhook call goes: the URL with the host replaced by the address that was checked,
+    the Host header and TLS server name of the original host (certificates are verified against it)."""
+
+    url: str
+    host: str
+    addresses: tuple[str, ...]
+
+
+def _embedded(addr: IPAddress) -> list[IPAddress]:
+    """The address and any IPv4 address it carries (mapped, 6to4, Teredo, NAT64)."""
+    found: list[IPAddress] = [addr]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped:
+            found.append(addr.ipv4_mapped)
+        if addr.sixtofour:
+            found.append(addr.sixtofour)
+        if addr.teredo:
+            found.extend(addr.teredo)
+        if addr in _NAT64:
+            found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return found
+
+
+def non_public(addr: IPAddress) -> str | None:
+    """Why an address may not be a webhook target (`loopback`, `private` ...), or None if public."""
+    embedded = _embedded(addr)
+    for kind in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
+        if any(getattr(a, f"is_{kind}") for a in embedded):
+            return kind.replace("_", "-")
+    if not all(a.is_global for a in embedded):  # shared address space (100.64/10) and the like
+        return "not globally reachable"
+    return None
+
+
+def resolve_target(url: str, *, allow_private: bool, unresolved_ok: bool = False) -> Target:
+    """Checks a webhook URL and every address its host resolves to; TargetRefused when it is not
+    https, carries credentials, or any address is not public (unless `allow_private`).
+
+    `unresolved_ok`: a host that does not resolve now passes (registration: it is checked again
+    before every call, where an unresolvable host is refused)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise TargetRefused(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise TargetRefused("a webhook URL is https://host/path")
+    if allow_private:
+        return Target(url, host, ())
+    if parts.scheme != "https":
+        raise TargetRefused("a webhook URL must use https")
+    if parts.username is not None or parts.password is not None:
+        # https://good.example@127.0.0.1/ reads like good.example; the signature header authenticates calls.
+        raise TargetRefused("a webhook URL carries no credentials (user@host): calls are signed instead")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:  # no lookup, nothing to pin
+        why = non_public(literal)
+        if why:
+            raise TargetRefused(f"{host} is a {why} address: webhooks may only reach public addresses")
+        return Target(url, host, (host,))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        if unresolved_ok:
+            return Target(url, host, ())
+        raise TargetRefused(f"{host} does not resolve") from None
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
+    for address in addresses:
+        why = non_public(ipaddress.ip_address(address))
+        if why:
+            raise TargetRefused(
+                f"{host} resolves to {address}, a {why} address: webhooks may only reach public addresses"
+            )
+    # Connect to the address checked here, not to whatever a second lookup would answer.
+    pinned = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    netloc = f"{pinned}:{parts.port}" if parts.port else pinned
+    return Target(urlunsplit(parts._replace(netloc=netloc)), host, tuple(addresses))
+
+
 def sign(secret: str, body: bytes, timestamp: str) -> str:
     """HMAC-SHA256 over "timestamp.body", hex, as sent in the signature header (sha256=...)."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
@@ -100,10 +197,18 @@ def deliver(
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, int | None, str | None]:
     """POSTs one event to one webhook, retrying failures with exponential back-off.
-    Returns (attempts made, last status code, last error)."""
+    Returns (attempts made, last status code, last error).
+
+    Before each attempt the target is checked again (`resolve_target`) and the call goes to the
+    address that passed; a refused target is not retried. Redirects are never followed."""
     status: int | None = None
     error: str | None = None
+    allow_private = get_settings().webhook_allow_private_targets
     for attempt in range(1, attempts + 1):
+        try:
+            target = resolve_target(hook["url"], allow_private=allow_private)
+        except TargetRefused as exc:
+            return attempt, None, f"refused: {exc.detail}"
         stamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -111,8 +216,15 @@ def deliver(
             "X-AgriTrace-Timestamp": stamp,
             "X-AgriTrace-Event": str(event_id),
         }
+        extensions: dict[str, Any] = {}
+        if target.url != hook["url"]:
+            port = urlsplit(hook["url"]).port
+            headers["Host"] = f"{target.host}:{port}" if port else target.host  # a name: never an IP
+            extensions["sni_hostname"] = target.host
         try:
-            response = http.post(hook["url"], content=body, headers=headers)
+            response = http.post(
+                target.url, content=body, headers=headers, extensions=extensions, follow_redirects=False
+            )
             status, error = response.status_code, None
             if response.is_success:
                 return attempt, status, None
@@ -155,7 +267,9 @@ def cooperative_id(conn: Conn, *, name: str) -> int:
 
 
 def add_webhook(conn: Conn, *, url: str, secret: str, cooperative_id: int | None = None) -> int:
-    """Registers a webhook; returns its id."""
+    """Registers a webhook; returns its id. TargetRefused (422) for a URL that is not https or whose
+    host resolves to a non-public address (unless AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS)."""
+    resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, unresolved_ok=True)
     row = conn.execute(
         "INSERT INTO coldchain_webhooks (url, secret, cooperative_id) VALUES (%s, %s, %s) RETURNING id",
         (url, secret, cooperative_id),

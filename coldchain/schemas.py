@@ -295,7 +295,8 @@ class WebhookIn(BaseModel):
     )
 
     url: HttpUrl = Field(
-        description="Where alert changes are POSTed (http or https, at most 2000 characters)."
+        description="Where alert changes are POSTed: https, a host with public addresses only, no "
+        "credentials in the URL, at most 2000 characters."
     )
     cooperative: str | None = Field(
         default=None, min_length=1, max_length=200, description="Only this cooperative's alerts (none: all)."

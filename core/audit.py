@@ -5,8 +5,10 @@ The log is written by the `audit_record()` trigger (migration 0002); this module
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from agritrace.db import Conn
 from agritrace.errors import NotFound
@@ -18,6 +20,19 @@ SELECT id, table_name, row_key, action,
        hash = audit_entry_hash(prev_hash, table_name, row_key, action, actor, at, before, after) AS intact
   FROM audit_log
 """
+
+
+# Audited columns whose values are secrets or may carry one, shown only to admins (`history`):
+# a webhook URL's path or query is often its key ("https://hooks.example.com/T0/B0/XXXX",
+# "...?key=..."), so others see its origin; a token's prefix is the start of the token.
+SECRET_COLUMNS: dict[str, dict[str, str]] = {
+    "coldchain_webhooks": {"url": "origin"},
+    "api_tokens": {"prefix": "hidden"},
+}
+# Anywhere else (in any text), a URL with credentials, a query or a fragment is cut to its origin.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s]+")
+_URL_WITH_SECRETS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#\s]*@|[^?#\s]*[?#])")
+HIDDEN = "[redacted]"
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
     cooperative; a lineage edge to its child batch's (the lot it went into)."""
     row = conn.execute(
         """SELECT CASE
+                    -- Webhooks are staff configuration (where alerts are sent), nobody's own.
+                    WHEN %(t)s = 'coldchain_webhooks' THEN NULL
                     WHEN %(t)s = 'cooperatives' THEN %(k)s
                     WHEN %(t)s = 'channels' THEN (SELECT g.cooperative_id::text FROM gateways g
                                                    WHERE g.id = coalesce(l.after, l.before) ->> 'gateway_id')
@@ -106,8 +123,61 @@ def entity_owner(conn: Conn, *, table: str, key: str) -> int | None:
     return int(row["owner"])
 
 
-def history(conn: Conn, *, table: str, key: str) -> dict[str, Any]:
-    """An entity's entries with what an outsider needs to re-check each hash."""
+def url_origin(url: str) -> str:
+    """`https://hooks.example.com/…`: scheme, host and port only, never userinfo, path or query."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return HIDDEN
+    if not parts.scheme or not host:
+        return HIDDEN
+    host = f"[{host}]" if ":" in host else host
+    rest = "/…" if url.rstrip("/") != f"{parts.scheme}://{parts.netloc}" else ""
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{rest}"
+
+
+def _scrub(value: Any, path: str, rule: str | None, found: list[str]) -> Any:
+    if value is None:
+        return None
+    if rule == "hidden":
+        found.append(path)
+        return HIDDEN
+    if isinstance(value, str):
+        if rule == "origin":
+            shown = url_origin(value)
+        else:
+            shown = _URL.sub(lambda m: url_origin(m[0]) if _URL_WITH_SECRETS.match(m[0]) else m[0], value)
+        if shown != value:
+            found.append(path)
+        return shown
+    if isinstance(value, dict):
+        return {k: _scrub(v, f"{path}.{k}", None, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, f"{path}.{i}", None, found) for i, v in enumerate(value)]
+    return value
+
+
+def redact(table: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as a non-admin sees it: secret-bearing values cut down (`SECRET_COLUMNS`, URLs with
+    credentials or a query) and listed in `redacted`. Its `canonical` text would show them, so it is
+    withheld too: `hash`, `prev_hash` and `valid` (the server's check) remain; admins can re-hash."""
+    rules = SECRET_COLUMNS.get(table, {})
+    found: list[str] = []
+    shown = {
+        side: None
+        if entry[side] is None
+        else {k: _scrub(v, f"{side}.{k}", rules.get(k), found) for k, v in entry[side].items()}
+        for side in ("before", "after")
+    }
+    if not found:
+        return {**entry, "redacted": []}
+    return {**entry, **shown, "canonical": None, "redacted": [*found, "canonical"]}
+
+
+def history(conn: Conn, *, table: str, key: str, reveal_secrets: bool = False) -> dict[str, Any]:
+    """An entity's entries with what an outsider needs to re-check each hash; unless `reveal_secrets`
+    (admins), secret-bearing values are redacted (`redact`)."""
     if table not in audited_tables(conn):
         raise NotFound(f"no audited table named {table!r}")
     rows = conn.execute(
@@ -126,4 +196,5 @@ def history(conn: Conn, *, table: str, key: str) -> dict[str, Any]:
     ).fetchall()
     if not rows:
         raise NotFound(f"no audit entries for {table} {key!r}")
-    return {"table": table, "key": key, "entries": rows, "head": head(conn)}
+    entries = [{**r, "redacted": []} if reveal_secrets else redact(table, r) for r in rows]
+    return {"table": table, "key": key, "entries": entries, "head": head(conn)}

@@ -43,3 +43,15 @@ class Forbidden(AgriTraceError):
     status = 403
     type_slug = "forbidden"
     title = "Not allowed for this role"
+
+
+class RateLimited(AgriTraceError):
+    """Too many requests of a kind from one caller; `retry_after` seconds until the next may pass."""
+
+    status = 429
+    type_slug = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

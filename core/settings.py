@@ -80,6 +80,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `agritrace api run` writes one JSON line per request to stderr (api/protection.py: AccessLog).
+    access_log: bool = True
     # Base URL printed into QR codes and links ("https://trace.example.cn").
     public_base_url: str = "http://127.0.0.1:8000"
 
@@ -92,6 +94,16 @@ class Settings(BaseSettings):
     public_rate_per_minute: float = Field(default=120, gt=0)
     public_rate_burst: int = Field(default=30, ge=1)
     public_cache_seconds: int = Field(default=300, ge=0)
+    # Every route declared public (`openapi_extra={"security": []}`: QR images, /healthz) shares
+    # that limit too. Label sheets are limited per token as well (each costs seconds of CPU).
+    labels_rate_per_minute: float = Field(default=6, gt=0)
+    labels_rate_burst: int = Field(default=3, ge=1)
+    # Failed authentications (a token presented that is unknown, expired or revoked) per client
+    # address: past the burst, further failing attempts get 429 with Retry-After until the bucket
+    # refills at this rate. A valid token from the same address is never refused (a NAT may hide
+    # many users, and the attacker's guesses are hopeless against 256-bit tokens anyway).
+    auth_failures_per_minute: float = Field(default=6, gt=0)
+    auth_failures_burst: int = Field(default=10, ge=1)
     # Consumer-page views run at once per API process (the others wait their turn, first come first
     # served). With the database on the same host a view is nearly all CPU: more threads than one
     # only share the GIL and stretch the slowest response (bench/trace_page.py at full size, 2 API
@@ -99,6 +111,19 @@ class Settings(BaseSettings):
     # req/s, 49-56 ms; 1: 1,204 req/s, 42 ms). Scale with API processes; raise this when the
     # database is remote and round trips, not CPU, bound a view.
     public_page_threads: int = Field(default=1, ge=1)
+    # Cold-chain webhooks must be https and reach only public addresses: every address the host
+    # resolves to is checked when the webhook is registered and again before each call, which then
+    # connects to the address it checked (so DNS rebinding cannot point it at this network). An
+    # operator may allow plain http and private, loopback or link-local targets (a receiver on the
+    # same LAN, tests): it is a server setting, not something an API caller can choose.
+    webhook_allow_private_targets: bool = False
+    # Product codes: at most this many issued by one request (422 beyond) and held by one batch
+    # (409 beyond: a lot of 100,000 boxes is already large). A label sheet (PDF, 24 labels per A4
+    # page) holds at most `labels_per_sheet_max` labels (1,200: 50 pages, ~7 s of one core, 2.5 MB);
+    # larger batches are printed sheet by sheet with ?start=&count=.
+    codes_per_request_max: int = Field(default=10_000, ge=1)
+    codes_per_batch_max: int = Field(default=100_000, ge=1)
+    labels_per_sheet_max: int = Field(default=1_200, ge=24)
     # Largest request body accepted (413 beyond it).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Ingest workers (issue 3). The shared-subscription group and client-id prefix are settings so
@@ -124,9 +149,8 @@ class Settings(BaseSettings):
     counterfeit_window_hours: int = Field(default=24, ge=1, le=24 * 90)
     counterfeit_ignore_networks: list[str] = []
 
-    # Label sheets: larger than `labels_sync_max` labels they are made by a background job
-    # (POST /api/v1/batches/{id}/label-jobs), and one job holds at most `labels_per_job_max`.
-    labels_sync_max: int = Field(default=480, ge=1)
+    # A whole batch's label sheet made in the background (POST /api/v1/batches/{id}/label-jobs)
+    # holds at most `labels_per_job_max` labels.
     labels_per_job_max: int = Field(default=10000, ge=1)
 
     @field_validator("counterfeit_ignore_networks")

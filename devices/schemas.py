@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agritrace.devices import broker
+from agritrace.text import VisibleText
 
 AssetKind = Literal["cold_room", "truck", "plot", "garden", "warehouse", "other"]
 
@@ -22,7 +23,7 @@ class GatewayCreate(BaseModel):
         },
     )
 
-    cooperative: str | None = Field(
+    cooperative: VisibleText | None = Field(
         default=None,
         min_length=1,
         max_length=200,

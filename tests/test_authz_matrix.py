@@ -568,7 +568,12 @@ def broker_clients() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app()) as c:
+    app = create_app()
+    # Hundreds of requests from one address, many with expired or revoked tokens: the rate limits
+    # have tests of their own (tests/security/test_rate_limits.py).
+    app.state.public_rate_limiter.burst = 1_000_000
+    app.state.auth_failure_limiter.burst = 1_000_000
+    with TestClient(app) as c:
         for _ in range(100):  # the broker session connects in the background; /healthz waits for it
             if c.app.state.broker.is_connected():  # type: ignore[attr-defined]
                 break

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from test_coldchain_alerts import bearer, ingest, series, watched_channel
 from agritrace.api.app import create_app
 from agritrace.coldchain import evaluator, notify, summary
 from agritrace.db import Conn
+from agritrace.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,13 +62,26 @@ def receiver() -> Iterator[Any]:
 
 
 @pytest.fixture
+def private_webhooks() -> Iterator[None]:
+    """The receiver is a plain-http server on this machine, which webhooks may reach only when the
+    operator allows private targets (AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS)."""
+    os.environ["AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        del os.environ["AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS"]
+        get_settings.cache_clear()
+
+
+@pytest.fixture
 def client() -> Iterator[TestClient]:
     with TestClient(create_app()) as c:
         yield c
 
 
 def test_webhook_receives_every_alert_change_signed_after_retries(
-    conn: Conn, client: TestClient, receiver: Any
+    conn: Conn, client: TestClient, receiver: Any, private_webhooks: None
 ) -> None:
     reg = bearer(conn, "regulator")
     r = client.post(
@@ -102,7 +117,9 @@ def test_webhook_receives_every_alert_change_signed_after_retries(
     assert delivery == {"attempts": 3, "status_code": 204, "error": None}
 
 
-def test_webhook_that_keeps_failing_is_given_up_and_recorded(conn: Conn, receiver: Any) -> None:
+def test_webhook_that_keeps_failing_is_given_up_and_recorded(
+    conn: Conn, receiver: Any, private_webhooks: None
+) -> None:
     receiver.failures = 100
     notify.add_webhook(conn, url=f"http://127.0.0.1:{receiver.server_port}/hook", secret="s3cret")
     ch = watched_channel(conn)

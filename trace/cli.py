@@ -87,8 +87,11 @@ def codes_issue(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issues codes for a batch and prints them with their URLs."""
-    with cli_connect() as conn:
-        issued = trace_codes.issue_codes(conn, batch_id=batch, count=count)
+    step = get_settings().codes_per_request_max
+    issued: list[dict[str, str]] = []
+    with cli_connect() as conn:  # one transaction: all of them or none
+        for done in range(0, count, step):
+            issued += trace_codes.issue_codes(conn, batch_id=batch, count=min(step, count - done))
     if as_json:
         typer.echo(_dump(issued))
     else:

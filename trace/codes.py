@@ -17,7 +17,7 @@ from typing import Any
 import segno
 
 from agritrace.db import Conn
-from agritrace.errors import InvalidInput
+from agritrace.errors import Conflict, InvalidInput
 from agritrace.settings import get_settings
 from agritrace.trace import gs1
 from agritrace.trace import service as trace_service
@@ -62,10 +62,23 @@ def code_url(*, serial: str, gtin: str | None, lot: str, base_url: str | None = 
 def issue_codes(
     conn: Conn, *, batch_id: int, count: int, cooperative_id: int | None = None
 ) -> list[dict[str, str]]:
-    """Issues `count` new codes for a batch; returns `[{"code", "url"}]`."""
-    if not 1 <= count <= MAX_ISSUE:
-        raise InvalidInput(f"count must be between 1 and {MAX_ISSUE}")
+    """Issues `count` new codes for a batch; returns `[{"code", "url"}]`.
+
+    InvalidInput past AGRITRACE_CODES_PER_REQUEST_MAX, Conflict when the batch would hold more than
+    AGRITRACE_CODES_PER_BATCH_MAX (issuances of one batch wait for each other, so two cannot both pass)."""
+    settings = get_settings()
+    most = min(MAX_ISSUE, settings.codes_per_request_max)
+    if not 1 <= count <= most:
+        raise InvalidInput(f"count must be between 1 and {most} per request")
     batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    # The batch row's lock (not its key: codes may still reference it) serialises its issuances; the
+    # count comes after it, in a statement of its own, so it sees what the one before committed.
+    conn.execute("SELECT 1 FROM batches WHERE id = %s FOR NO KEY UPDATE", (batch_id,))
+    held = count_codes(conn, batch_id=batch_id)
+    if held + count > settings.codes_per_batch_max:
+        raise Conflict(
+            f"batch {batch_id} holds {held} codes; at most {settings.codes_per_batch_max} per batch"
+        )
     serials = [new_serial() for _ in range(count)]
     # COPY: a run of 100,000 labels is one round trip, not 100,000 INSERTs. 80-bit serials do not collide.
     with conn.cursor() as cur, cur.copy("COPY codes (serial, batch_id) FROM STDIN") as copy:
@@ -74,12 +87,26 @@ def issue_codes(
     return [{"code": s, "url": code_url(serial=s, gtin=batch["gtin"], lot=batch["lot"])} for s in serials]
 
 
-def list_codes(conn: Conn, *, batch_id: int, cooperative_id: int | None = None) -> list[dict[str, Any]]:
-    """A batch's codes with their URLs, in issue order."""
+def count_codes(conn: Conn, *, batch_id: int) -> int:
+    """How many codes a batch holds."""
+    row = conn.execute("SELECT count(*) AS n FROM codes WHERE batch_id = %s", (batch_id,)).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def list_codes(
+    conn: Conn,
+    *,
+    batch_id: int,
+    cooperative_id: int | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """A batch's codes with their URLs, in issue order (`limit` of them from `offset`: None = all)."""
     batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
     rows = conn.execute(
-        "SELECT serial, scan_count, flagged_at FROM codes WHERE batch_id = %s ORDER BY issued_at, serial",
-        (batch_id,),
+        """SELECT serial, scan_count, flagged_at FROM codes WHERE batch_id = %s
+            ORDER BY issued_at, serial OFFSET %s LIMIT %s""",
+        (batch_id, offset, limit),
     ).fetchall()
     return [
         {**r, "code": r["serial"], "url": code_url(serial=r["serial"], gtin=batch["gtin"], lot=batch["lot"])}
@@ -387,7 +414,7 @@ def label_sheet_pdf(
         pdf.setFont("Courier", 7)
         pdf.drawCentredString(x0 + cell_w / 2, y0 + 3.5 * mm, label["code"])
         if progress:
-            progress(1)
+            progress(1)  # may raise to stop the work (the API does when its client has gone)
     if n == 0:
         pdf.setFont(font, 12)
         pdf.drawString(margin, page_h - margin - 12, f"{product_name}: no codes issued")

@@ -70,7 +70,7 @@ _TRACE_EXAMPLE: dict[str, Any] = {
 def _image(media: str, example: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {"content": {media: {"schema": {"type": "string", "format": "binary"}, "example": example}}},
-        **problems.responses(404, 422),
+        **problems.responses(404, 422, 429),
     }
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, status
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from fastapi.responses import Response
 
-from agritrace.api import problems
-from agritrace.api.deps import ConnDep, ScopeDep, StaffDep, require
+from agritrace.api import problems, protection
+from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep, StaffDep, require
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
 from agritrace.db import Conn
@@ -19,6 +24,7 @@ from agritrace.trace import codes as trace_codes
 from agritrace.trace import epcis, labels, schemas
 from agritrace.trace import service as trace_service
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trace"], responses=problems.AUTH_RESPONSES)
 # Regulators read every batch and recall, but record nothing on a cooperative's behalf.
 Writer = Annotated[Principal, require("admin", "cooperative")]
@@ -56,6 +62,11 @@ _CODE = {
     "code": "K7Q2M9X4T8D3W6RZ",
     "url": "https://trace.example.org/01/06901234567892/10/MG260501-7K2Q/21/K7Q2M9X4T8D3W6RZ",
 }
+
+
+def _labels_budget(request: Request, principal: PrincipalDep) -> None:
+    """A label sheet costs seconds of CPU: AGRITRACE_LABELS_RATE_* per token."""
+    protection.throttle(request.app.state.labels_rate_limiter, f"token:{principal.token_id}", "label sheets")
 
 
 def _cooperative_name(conn: Conn, cooperative_id: int) -> str | None:
@@ -360,24 +371,86 @@ def issue_codes(
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}, "example": "%PDF-1.4 …"}
             }
         },
-        **problems.responses(404, 422),
+        **problems.responses(404, 429),
     },
 )
-def labels_pdf(batch_id: BatchId, conn: ConnDep, scope: ScopeDep) -> Response:
-    batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    codes = trace_codes.list_codes(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
-    limit = get_settings().labels_sync_max
-    if len(codes) > limit:
-        raise labels.TooManyLabels(
-            f"{len(codes)} labels are made as a background job (more than {limit} here): "
-            f"POST /api/v1/batches/{batch_id}/label-jobs"
-        )
-    pdf = trace_codes.label_sheet_pdf(labels=codes, product_name=trace_codes.label_name(batch))
-    return Response(
-        pdf,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="labels-{batch["lot"]}.pdf"'},
-    )
+async def labels_pdf(
+    batch_id: BatchId,
+    _budget: Annotated[None, Depends(_labels_budget)],
+    request: Request,
+    conn: ConnDep,
+    scope: ScopeDep,
+    start: Annotated[int, Query(ge=0, le=10_000_000, description="Labels to skip (issue order).")] = 0,
+    count: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Labels on this sheet (at most the server's limit).")
+    ] = None,
+) -> Response:
+    """At most AGRITRACE_LABELS_PER_SHEET_MAX labels per sheet; a larger batch is printed sheet by
+    sheet (`start`, `count`; `X-Total-Count` and a `Link: rel="next"` header lead on). The work
+    stops when the client hangs up."""
+    most = get_settings().labels_per_sheet_max
+    if count is not None and count > most:
+        raise InvalidInput(f"at most {most} labels per sheet")
+
+    def load() -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+        batch = trace_service.get_batch(conn, batch_id=batch_id, cooperative_id=scope.cooperative_id)
+        total = trace_codes.count_codes(conn, batch_id=batch_id)
+        if count is None and total - start > most:
+            raise InvalidInput(
+                f"the batch has {total} codes, at most {most} labels fit a sheet: "
+                f"print it sheet by sheet with ?start=0&count={most}, ?start={most}&count={most}, ... "
+                f"or have the whole batch made in the background: POST /api/v1/batches/{batch_id}/label-jobs"
+            )
+        sheet = trace_codes.list_codes(conn, batch_id=batch_id, offset=start, limit=count or most)
+        return batch, total, sheet
+
+    batch, total, sheet = await anyio.to_thread.run_sync(load)
+    gone = threading.Event()
+    drawn = 0
+
+    def progress(n: int) -> None:
+        nonlocal drawn
+        drawn += n
+        if gone.is_set():
+            raise ClientGone
+
+    async def watch() -> None:
+        # The request has no body left to read: the next message is the client hanging up.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    pdf: bytes | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        try:
+            pdf = await anyio.to_thread.run_sync(
+                functools.partial(
+                    trace_codes.label_sheet_pdf,
+                    labels=sheet,
+                    product_name=trace_codes.label_name(batch),
+                    progress=progress,
+                )
+            )
+        except ClientGone:
+            log.info("label sheet of batch %s stopped after %d of %d labels: the client hung up", batch_id,
+                     drawn, len(sheet))  # fmt: skip
+        finally:
+            tasks.cancel_scope.cancel()
+    if pdf is None:
+        return Response(status_code=499)  # nobody is listening ("client closed request")
+    headers = {
+        "Content-Disposition": f'attachment; filename="labels-{batch["lot"]}-{start + 1}.pdf"',
+        "X-Total-Count": str(total),
+    }
+    if start + len(sheet) < total:
+        following = request.url.include_query_params(start=start + len(sheet), count=len(sheet))
+        headers["Link"] = f'<{following}>; rel="next"'
+    return Response(pdf, media_type="application/pdf", headers=headers)
+
+
+class ClientGone(Exception):
+    """The client of a long request hung up: its work stops."""
 
 
 @router.post(

@@ -8,8 +8,14 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from agritrace.text import VisibleLines, VisibleText
+
 Product = Literal["mango", "citrus", "tea"]
 
+
+# Every text the consumer page shows is VisibleText (one line) or VisibleLines (tabs and newlines
+# too): no bidi controls, zero-width or other invisible characters (core/text.py; the database
+# checks the same, migration 0019).
 
 # Times must carry their offset: a packing house in Guangxi and a server in UTC must not disagree
 # silently about when a lot left the cold room.
@@ -46,26 +52,26 @@ class BatchIn(_In):
     )
 
     product: Product
-    cooperative: str | None = Field(
+    cooperative: VisibleText | None = Field(
         default=None, description="Cooperative name (admin only; created if new)."
     )
-    variety: str | None = Field(default=None, max_length=100)
+    variety: VisibleText | None = Field(default=None, max_length=100)
     gtin: str | None = Field(
         default=None, max_length=14, description="GTIN-8/12/13/14 with a valid check digit."
     )
     lot: str | None = Field(default=None, max_length=20)
-    origin_plot: str | None = Field(default=None, max_length=200)
-    gi_area: str | None = Field(default=None, max_length=200)
+    origin_plot: VisibleText | None = Field(default=None, max_length=200)
+    gi_area: VisibleText | None = Field(default=None, max_length=200)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
     harvest_date: date | None = None
     quantity: Decimal | None = Field(default=None, gt=0)
-    unit: str | None = Field(default=None, max_length=16)
+    unit: VisibleText | None = Field(default=None, max_length=16)
 
 
 class PartIn(_In):
     quantity: Decimal | None = Field(default=None, gt=0)
-    unit: str | None = Field(default=None, max_length=16)
+    unit: VisibleText | None = Field(default=None, max_length=16)
     lot: str | None = Field(default=None, max_length=20)
     gtin: str | None = Field(default=None, max_length=14)
 
@@ -89,8 +95,8 @@ class MergeIn(_In):
 
 
 class DocumentIn(_In):
-    type: str = Field(max_length=32)
-    id: str = Field(max_length=200)
+    type: VisibleText = Field(max_length=32)
+    id: VisibleText = Field(max_length=200)
 
 
 class EventIn(_In):
@@ -112,8 +118,8 @@ class EventIn(_In):
     event_time: AwareDatetime
     disposition: str | None = None
     event_tz: str = "+08:00"
-    place: str | None = Field(default=None, max_length=200)
-    actor: str | None = Field(default=None, max_length=200)
+    place: VisibleText | None = Field(default=None, max_length=200)
+    actor: VisibleText | None = Field(default=None, max_length=200)
     documents: list[DocumentIn] = Field(default_factory=list, max_length=20)
 
 
@@ -147,11 +153,11 @@ class CertificateIn(_In):
     )
 
     kind: Literal["pollution_free", "green_food", "organic", "geographical_indication"]
-    number: str = Field(max_length=64)
-    issuer: str = Field(min_length=1, max_length=200)
+    number: VisibleText = Field(max_length=64)
+    issuer: VisibleText = Field(min_length=1, max_length=200)
     valid_from: date
     valid_to: date
-    scope: str | None = Field(default=None, max_length=500)
+    scope: VisibleLines | None = Field(default=None, max_length=500)
 
 
 class ComplianceIn(_In):
@@ -171,13 +177,13 @@ class ComplianceIn(_In):
         }
     )
 
-    product_name: str = Field(min_length=1, max_length=100)
+    product_name: VisibleText = Field(min_length=1, max_length=100)
     quantity: Decimal = Field(gt=0)
-    unit: str = Field(min_length=1, max_length=16)
-    origin: str = Field(min_length=1, max_length=200)
+    unit: VisibleText = Field(min_length=1, max_length=16)
+    origin: VisibleText = Field(min_length=1, max_length=200)
     issued_at: AwareDatetime
-    issuer: str = Field(min_length=1, max_length=200)
-    contact: str = Field(min_length=5, max_length=40)
+    issuer: VisibleText = Field(min_length=1, max_length=200)
+    contact: VisibleText = Field(min_length=5, max_length=40)
 
 
 class InspectionIn(_In):
@@ -195,17 +201,21 @@ class InspectionIn(_In):
     )
 
     inspected_at: AwareDatetime
-    kind: str = Field(min_length=1, max_length=100)
+    kind: VisibleText = Field(min_length=1, max_length=100)
     passed: bool
-    standard: str | None = Field(default=None, max_length=100)
-    laboratory: str | None = Field(default=None, max_length=200)
-    details: str | None = Field(default=None, max_length=1000)
+    standard: VisibleText | None = Field(default=None, max_length=100)
+    laboratory: VisibleText | None = Field(default=None, max_length=200)
+    details: VisibleLines | None = Field(default=None, max_length=1000)
 
 
 class IssueIn(_In):
     model_config = ConfigDict(json_schema_extra={"examples": [{"count": 24}]})
 
-    count: int = Field(ge=1, le=100_000)
+    count: int = Field(
+        ge=1,
+        le=100_000,
+        description="Codes to issue (the server's limits: 10,000 per request, 100,000 per batch).",
+    )
 
 
 class FlagReviewIn(_In):
@@ -225,4 +235,4 @@ class RecallIn(_In):
         json_schema_extra={"examples": [{"reason": "pesticide residue above the limit"}]}
     )
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: VisibleLines = Field(min_length=1, max_length=500)

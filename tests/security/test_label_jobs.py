@@ -101,7 +101,7 @@ def test_sheets_are_capped_and_large_ones_are_not_made_inside_a_request(
     client: TestClient, conn: Conn, coop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = batch_with_codes(conn, coop, 60)
-    monkeypatch.setenv("AGRITRACE_LABELS_SYNC_MAX", "50")
+    monkeypatch.setenv("AGRITRACE_LABELS_PER_SHEET_MAX", "50")
     monkeypatch.setenv("AGRITRACE_LABELS_PER_JOB_MAX", "55")
     get_settings.cache_clear()
     try:
@@ -112,7 +112,7 @@ def test_sheets_are_capped_and_large_ones_are_not_made_inside_a_request(
         job = client.post(f"/api/v1/batches/{batch['id']}/label-jobs", headers=coop["auth"])
         assert job.status_code == 422 and "at most 55" in job.json()["detail"]
     finally:
-        monkeypatch.delenv("AGRITRACE_LABELS_SYNC_MAX")
+        monkeypatch.delenv("AGRITRACE_LABELS_PER_SHEET_MAX")
         monkeypatch.delenv("AGRITRACE_LABELS_PER_JOB_MAX")
         get_settings.cache_clear()
     # Regulators read but do not make labels on a cooperative's behalf.
