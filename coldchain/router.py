@@ -150,13 +150,23 @@ def acknowledge(
     "/alerts/{alert_id}/resolve",
     summary="Resolve an alert by hand",
     response_model=schemas.AlertDetail,
-    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+    responses=problems.responses(*BODY_RESPONSES, 403, 404, 409),
 )
 def resolve(
     alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
-    """Resolves an open or acknowledged alert by hand; 409 when it is already closed."""
-    return _step(service.resolve, alert_id, conn, scope, principal, body.comment if body else None)
+    """Resolves an open or acknowledged alert by hand; 409 when it is already closed, 403 for a
+    cooperative resolving a critical alert (regulators and admins only). If readings taken after the
+    resolution are still out of range, the evaluator reopens it, naming who resolved it."""
+    service.resolve(
+        conn,
+        alert_id=alert_id,
+        actor=_actor(principal),
+        cooperative_id=scope.cooperative_id,
+        comment=body.comment if body else None,
+        may_close_critical=principal.role in ("admin", "regulator"),
+    )
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
 @router.post(

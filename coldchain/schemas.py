@@ -34,6 +34,11 @@ ALERT_EXAMPLE: dict[str, Any] = {
     "acknowledged_by": None,
     "resolved_at": None,
     "resolved_by": None,
+    "condition": "temperature:below",
+    "rules_met": ["chilling"],
+    "met_at": "2026-05-01T02:40:00Z",
+    "late": False,
+    "resolve_attempted_by": None,
 }
 ALERT_DETAIL_EXAMPLE: dict[str, Any] = {
     **ALERT_EXAMPLE,
@@ -130,6 +135,21 @@ class Alert(BaseModel):
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
+    condition: str = Field(
+        description="What the alert is about: metric and direction ('temperature:below') or 'no_data'. "
+        "One alert per excursion of a condition; `rule` is its most severe level met."
+    )
+    rules_met: list[str] = Field(
+        description="The condition's rules (escalation levels) met, by rule id order."
+    )
+    met_at: datetime | None = Field(description="When the first level was met (reading time).")
+    late: bool = Field(
+        description="Known more than 15 min after it was met (stored and forwarded readings): it happened "
+        "from `started_at`, became known at `opened_at`."
+    )
+    resolve_attempted_by: str | None = Field(
+        description="Who resolved it while it was still out of range (it was reopened)."
+    )
 
 
 class AlertEvent(BaseModel):
