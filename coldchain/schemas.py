@@ -392,3 +392,48 @@ class Summary(BaseModel):
     first: datetime | None
     latest_reading: datetime | None
     buckets: list[SummaryBucket]
+
+
+class AlertFeedIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"cooperative": "百色芒果合作社"}, {"regulator": "city-bureau"}]},
+    )
+
+    regulator: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="A regulator's feed (admin only)."
+    )
+    cooperative: str | None = Field(
+        default=None, min_length=1, max_length=200, description="A cooperative's feed (admin or itself)."
+    )
+
+
+class AlertFeedOut(BaseModel):
+    """A read-only broker account for alerts; the password is shown once."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "agritrace-feed-cooperative-3",
+                    "client_id": "agritrace-feed-cooperative-3",
+                    "password": "q8V2…shown once",
+                    "topic": "agritrace/v1/alerts/{gateway_id}/#",
+                    "host": "mqtt.example.org",
+                    "port": 8883,
+                    "tls": True,
+                    "ca_certificate": None,
+                }
+            ]
+        },
+    )
+
+    username: str
+    client_id: str
+    password: str
+    topic: str
+    host: str
+    port: int
+    tls: bool
+    ca_certificate: str | None
