@@ -41,6 +41,22 @@ UPDATE alerts a SET condition = coldchain_condition(r.metric, r.direction), met_
   FROM coldchain_rules r WHERE r.id = a.rule_id;
 ALTER TABLE alerts ALTER COLUMN condition SET NOT NULL;
 
+-- An alert written without its condition (older writers, direct inserts) gets its rule's; its rule is
+-- then its one level met.
+CREATE FUNCTION alerts_default_condition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.condition IS NULL THEN
+        SELECT coldchain_condition(r.metric, r.direction) INTO NEW.condition
+          FROM coldchain_rules r WHERE r.id = NEW.rule_id;
+    END IF;
+    IF NEW.met_rules = '{}' THEN
+        NEW.met_rules := ARRAY[NEW.rule_id];
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER alerts_default_condition BEFORE INSERT ON alerts
+    FOR EACH ROW EXECUTE FUNCTION alerts_default_condition();
+
 ALTER TABLE alert_events DROP CONSTRAINT alert_events_action_check;
 ALTER TABLE alert_events ADD CONSTRAINT alert_events_action_check CHECK (action IN
     ('opened', 'updated', 'acknowledged', 'resolved', 'commented', 'withdrawn', 'escalated', 'reopened'));
