@@ -18,9 +18,12 @@ from agritrace.api import problems
 from agritrace.api.deps import ConnDep, PrincipalDep, Scope, ScopeDep, StaffDep
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, page
 from agritrace.api.tokens import Principal
-from agritrace.coldchain import notify, profiles, schemas, service, summary
+from agritrace.coldchain import feeds, notify, profiles, schemas, service, summary
 from agritrace.db import Conn
-from agritrace.errors import InvalidInput
+from agritrace.devices import service as devices_service
+from agritrace.devices.router import DynsecDep
+from agritrace.errors import Forbidden, InvalidInput, NotFound
+from agritrace.settings import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["cold chain"], responses=problems.AUTH_RESPONSES)
 
@@ -150,13 +153,23 @@ def acknowledge(
     "/alerts/{alert_id}/resolve",
     summary="Resolve an alert by hand",
     response_model=schemas.AlertDetail,
-    responses=problems.responses(*BODY_RESPONSES, 404, 409),
+    responses=problems.responses(*BODY_RESPONSES, 403, 404, 409),
 )
 def resolve(
     alert_id: AlertId, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, body: NoteBody = None
 ) -> dict[str, Any]:
-    """Resolves an open or acknowledged alert by hand; 409 when it is already closed."""
-    return _step(service.resolve, alert_id, conn, scope, principal, body.comment if body else None)
+    """Resolves an open or acknowledged alert by hand; 409 when it is already closed, 403 for a
+    cooperative resolving a critical alert (regulators and admins only). If readings taken after the
+    resolution are still out of range, the evaluator reopens it, naming who resolved it."""
+    service.resolve(
+        conn,
+        alert_id=alert_id,
+        actor=_actor(principal),
+        cooperative_id=scope.cooperative_id,
+        comment=body.comment if body else None,
+        may_close_critical=principal.role in ("admin", "regulator"),
+    )
+    return service.get_alert(conn, alert_id=alert_id, cooperative_id=scope.cooperative_id)
 
 
 @router.post(
@@ -301,3 +314,31 @@ def channel_summary(
         bucket=timedelta(minutes=bucket_minutes),
         cooperative_id=scope.cooperative_id,
     )
+
+
+@router.post(
+    "/coldchain/alert-feeds",
+    summary="Create a read-only broker account for alerts",
+    response_model=schemas.AlertFeedOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems.responses(*BODY_RESPONSES, 403, 404, 409),
+)
+def create_alert_feed(
+    body: schemas.AlertFeedIn, conn: ConnDep, scope: ScopeDep, principal: PrincipalDep, dynsec: DynsecDep
+) -> dict[str, Any]:
+    """A regulator's feed (admin only) reads every alert; a cooperative's (admin, or the cooperative
+    itself) reads its own gateways' alerts only, later gateways included. Neither may publish. The
+    password is shown once; an existing feed is a 409 (nothing changed)."""
+    if (body.regulator is None) == (body.cooperative is None):
+        raise InvalidInput("give exactly one of regulator or cooperative")
+    connection = devices_service.mqtt_connection(get_settings())
+    if body.regulator is not None:
+        if principal.role != "admin":
+            raise Forbidden("only an admin creates a regulator's alert feed")
+        return {**feeds.create_regulator_feed(dynsec, body.regulator), **connection}
+    if principal.role == "regulator":
+        raise Forbidden("a cooperative's alert feed is created by an admin or the cooperative itself")
+    coop_id = feeds.cooperative_id(conn, name=str(body.cooperative))
+    if scope.cooperative_id is not None and scope.cooperative_id != coop_id:
+        raise NotFound(f"no cooperative named {body.cooperative!r}")
+    return {**feeds.create_cooperative_feed(dynsec, conn, cooperative_id=coop_id), **connection}

@@ -46,12 +46,14 @@ class Rule:
 
 @dataclass(frozen=True)
 class Excursion:
-    """One excursion: when it began, when it ended (None while ongoing), worst value, minutes out."""
+    """One excursion: when it began, when it ended (None while ongoing), worst value, minutes out,
+    and `met`: the time of the reading at which the rule was met (its delay reached)."""
 
     start: datetime
     end: datetime | None
     worst: float
     minutes_out: float
+    met: datetime | None = None
 
 
 def _ordered(readings: Iterable[tuple[datetime, float]]) -> list[tuple[datetime, float]]:
@@ -131,10 +133,11 @@ class _Open:
     start: datetime
     worst: float
     out: timedelta
+    met: datetime
 
     def finish(self, end: datetime | None) -> Excursion:
         minutes = round(self.out.total_seconds() / 60, 3)
-        return Excursion(start=self.start, end=end, worst=self.worst, minutes_out=minutes)
+        return Excursion(start=self.start, end=end, worst=self.worst, minutes_out=minutes, met=self.met)
 
 
 def _begin(
@@ -150,4 +153,64 @@ def _begin(
         if j < upto:
             out += dwell[j]
     assert worst is not None  # a run or a window with time beyond has readings beyond
-    return _Open(start=start, worst=worst, out=out)
+    return _Open(start=start, worst=worst, out=out, met=points[upto][0])
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One excursion of a condition (a metric and direction on a channel), whatever rules it met:
+    the union of the overlapping excursions of the condition's rules, and when each rule (an
+    escalation level) was met. An alert stands for one episode."""
+
+    start: datetime
+    end: datetime | None
+    worst: float
+    minutes_out: float
+    levels: dict[int, datetime]  # rule id -> the reading time it was met at
+
+    @property
+    def met(self) -> datetime:
+        """When the first level was met."""
+        return min(self.levels.values())
+
+
+def episodes(found: dict[int, list[Excursion]], direction: Direction | None) -> list[Episode]:
+    """Joins the excursions of one condition's rules (rule id -> its excursions) into episodes:
+    excursions that overlap (an ongoing one reaches to the end of time) are one episode."""
+    flat = sorted(((e, rule_id) for rule_id, excs in found.items() for e in excs), key=lambda x: x[0].start)
+    out: list[Episode] = []
+    group: list[tuple[Excursion, int]] = []
+    reach: datetime | None = None  # the end of the group so far (None: ongoing)
+    for exc, rule_id in flat:
+        if group and reach is not None and exc.start > reach:
+            out.append(_episode(group, direction))
+            group = []
+        if not group:
+            reach = exc.end
+        elif reach is not None:
+            reach = None if exc.end is None else max(reach, exc.end)
+        group.append((exc, rule_id))
+    if group:
+        out.append(_episode(group, direction))
+    return out
+
+
+def _episode(group: list[tuple[Excursion, int]], direction: Direction | None) -> Episode:
+    ends = [e.end for e, _ in group]
+    worst = group[0][0].worst
+    for e, _ in group[1:]:
+        if direction == "below":
+            worst = min(worst, e.worst)
+        elif direction == "above":
+            worst = max(worst, e.worst)
+    levels: dict[int, datetime] = {}
+    for e, rule_id in group:
+        met = e.met or e.start
+        levels[rule_id] = min(levels.get(rule_id, met), met)
+    return Episode(
+        start=min(e.start for e, _ in group),
+        end=None if any(end is None for end in ends) else max(end for end in ends if end is not None),
+        worst=worst,
+        minutes_out=max(e.minutes_out for e, _ in group),
+        levels=levels,
+    )

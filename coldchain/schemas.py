@@ -34,6 +34,11 @@ ALERT_EXAMPLE: dict[str, Any] = {
     "acknowledged_by": None,
     "resolved_at": None,
     "resolved_by": None,
+    "condition": "temperature:below",
+    "rules_met": ["chilling"],
+    "met_at": "2026-05-01T02:40:00Z",
+    "late": False,
+    "resolve_attempted_by": None,
 }
 ALERT_DETAIL_EXAMPLE: dict[str, Any] = {
     **ALERT_EXAMPLE,
@@ -130,6 +135,21 @@ class Alert(BaseModel):
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
+    condition: str = Field(
+        description="What the alert is about: metric and direction ('temperature:below') or 'no_data'. "
+        "One alert per excursion of a condition; `rule` is its most severe level met."
+    )
+    rules_met: list[str] = Field(
+        description="The condition's rules (escalation levels) met, by rule id order."
+    )
+    met_at: datetime | None = Field(description="When the first level was met (reading time).")
+    late: bool = Field(
+        description="Known more than 15 min after it was met (stored and forwarded readings): it happened "
+        "from `started_at`, became known at `opened_at`."
+    )
+    resolve_attempted_by: str | None = Field(
+        description="Who resolved it while it was still out of range (it was reopened)."
+    )
 
 
 class AlertEvent(BaseModel):
@@ -372,3 +392,48 @@ class Summary(BaseModel):
     first: datetime | None
     latest_reading: datetime | None
     buckets: list[SummaryBucket]
+
+
+class AlertFeedIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"cooperative": "百色芒果合作社"}, {"regulator": "city-bureau"}]},
+    )
+
+    regulator: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="A regulator's feed (admin only)."
+    )
+    cooperative: str | None = Field(
+        default=None, min_length=1, max_length=200, description="A cooperative's feed (admin or itself)."
+    )
+
+
+class AlertFeedOut(BaseModel):
+    """A read-only broker account for alerts; the password is shown once."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "agritrace-feed-cooperative-3",
+                    "client_id": "agritrace-feed-cooperative-3",
+                    "password": "q8V2…shown once",
+                    "topic": "agritrace/v1/alerts/{gateway_id}/#",
+                    "host": "mqtt.example.org",
+                    "port": 8883,
+                    "tls": True,
+                    "ca_certificate": None,
+                }
+            ]
+        },
+    )
+
+    username: str
+    client_id: str
+    password: str
+    topic: str
+    host: str
+    port: int
+    tls: bool
+    ca_certificate: str | None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from agritrace import db
+from agritrace.coldchain import feeds
 from agritrace.devices import broker, service
 from agritrace.devices.exceptions import GatewayNotFound
 from agritrace.settings import get_settings
@@ -36,6 +37,7 @@ def broker_setup(
         )
         gateways = [r["gateway_id"] for r in service.list_gateways(conn)]
         missing = [gw for gw in gateways if not broker.pin_gateway(dynsec, gw)]
+        feeds.sync_all(dynsec, conn)  # alert feeds: each cooperative's role reads exactly its gateways
     typer.echo(f"broker accounts are set up ({len(gateways)} gateways checked)")
     if missing:
         typer.echo(
@@ -68,6 +70,31 @@ def broker_audit_reader(
             }
         )
     )
+
+
+@broker_app.command("alert-feed")
+def broker_alert_feed(
+    regulator: Annotated[
+        str | None, typer.Option(help="A regulator's feed (every alert), e.g. 'city-market-bureau'.")
+    ] = None,
+    cooperative: Annotated[
+        str | None, typer.Option(help="A cooperative's feed (its gateways' alerts).")
+    ] = None,
+) -> None:
+    """Creates a read-only broker account for alerts (topic agritrace/v1/alerts/{gateway_id}/{alert_id}):
+    a regulator's reads every alert, a cooperative's only its own gateways' (later ones included).
+    Prints its username, client id, password and topic as JSON, once."""
+    if (regulator is None) == (cooperative is None):
+        raise typer.BadParameter("give exactly one of --regulator NAME or --cooperative NAME")
+    settings = get_settings()
+    connection = service.mqtt_connection(settings)
+    with db.cli_connect() as conn, broker.admin_session(settings) as dynsec:
+        if regulator is not None:
+            feed = feeds.create_regulator_feed(dynsec, regulator)
+        else:
+            coop_id = feeds.cooperative_id(conn, name=str(cooperative))
+            feed = feeds.create_cooperative_feed(dynsec, conn, cooperative_id=coop_id)
+    typer.echo(json.dumps({**feed, **connection}))
 
 
 @broker_app.command("ca")

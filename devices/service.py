@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
+from agritrace.coldchain import feeds
 from agritrace.db import Conn
 from agritrace.devices import broker
 from agritrace.devices.broker import DynamicSecurity
@@ -96,6 +97,7 @@ def create_gateway(
                 f"a gateway id must match {GATEWAY_ID_PATTERN} and not start with 'agritrace'"
             ) from None
         broker.provision_gateway(dynsec, gateway_id, password)
+        feeds.add_gateway(dynsec, cooperative_id=cooperative_id, gateway_id=gateway_id)  # its alert feed
     return gateway_id, password
 
 

@@ -513,13 +513,15 @@ class Worker:
         # clock_timestamp() is read as the row is written (again after waiting for another worker's
         # update of it), so it is later than any value already committed.
         # rollup_from: the oldest time written since the dashboards' rollup job last ran (late
-        # readings included), so it re-aggregates exactly the buckets that changed.
+        # readings included), so it re-aggregates exactly the buckets that changed; coldchain_from
+        # likewise for the alert evaluator (it evaluates from the oldest reading that arrived).
         conn.execute(
             """UPDATE channels c SET
                    last_value = CASE WHEN c.last_time IS NULL OR u.time > c.last_time THEN u.value ELSE c.last_value END,
                    last_time = greatest(c.last_time, u.time),
                    last_ingested_at = greatest(c.last_ingested_at, clock_timestamp()),
-                   rollup_from = least(c.rollup_from, u.oldest)
+                   rollup_from = least(c.rollup_from, u.oldest),
+                   coldchain_from = least(c.coldchain_from, u.oldest)
                  FROM unnest(%s::int[], %s::timestamptz[], %s::float8[], %s::timestamptz[])
                       AS u(id, time, value, oldest)
                 WHERE c.id = u.id""",

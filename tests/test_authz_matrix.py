@@ -214,6 +214,13 @@ CASES: list[Case] = [
         lambda t: {"url": "https://ops.example.org/hook", "cooperative": t.cooperative},
     ),
     Case(
+        "POST",
+        "/api/v1/coldchain/alert-feeds",
+        lambda t: "/api/v1/coldchain/alert-feeds",
+        admin_only(201),  # a cooperative's own feed: tests/test_coldchain_alert_feeds.py
+        lambda t: {"regulator": f"matrix-{secrets.token_hex(4)}"},
+    ),
+    Case(
         "GET",
         "/api/v1/coldchain/channels/{channel_id}/summary",
         lambda t: (

@@ -50,7 +50,11 @@ def watched_channel(
 def ingest(conn: Conn, channel_id: int, points: list[tuple[datetime, float]]) -> None:
     """What the ingest worker does: store readings, then mark the channel as freshly ingested."""
     factories.readings(conn, channel_id=channel_id, points=points)
-    conn.execute("UPDATE channels SET last_ingested_at = clock_timestamp() WHERE id = %s", (channel_id,))
+    conn.execute(
+        """UPDATE channels SET last_ingested_at = clock_timestamp(), coldchain_from = least(coldchain_from, %s)
+            WHERE id = %s""",
+        (min(t for t, _ in points), channel_id),
+    )
 
 
 def series(start: datetime, values: list[float]) -> list[tuple[datetime, float]]:
@@ -291,10 +295,11 @@ def test_a_reading_committed_wakes_the_evaluator_instead_of_waiting_for_its_next
         proc.wait(timeout=15)  # a stop is not kept waiting for the 10-minute poll either
 
 
-def test_cooperative_acknowledges_comments_and_resolves_its_alert_with_history(
+def test_cooperative_acknowledges_and_comments_but_only_a_regulator_resolves_a_critical_alert(
     conn: Conn, client: TestClient
 ) -> None:
     ch, alert = _one_alert(conn)
+    assert alert["severity"] == "critical"
     coop = conn.execute(
         "SELECT c.name FROM cooperatives c JOIN gateways g ON g.cooperative_id = c.id WHERE g.id = %s",
         (ch["gateway_id"],),
@@ -308,21 +313,54 @@ def test_cooperative_acknowledges_comments_and_resolves_its_alert_with_history(
     assert r.json()["acknowledged_by"].startswith("cooperative:")
     r = client.post(url + "/comments", json={"comment": "moved pallets to room 2"}, headers=mine)
     assert r.status_code == 201
+    # The cooperative cannot silence its own critical alert.
     r = client.post(url + "/resolve", json={"comment": "fruit inspected, no damage"}, headers=mine)
-    assert r.json()["status"] == "resolved"
+    assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    r = client.post(
+        url + "/resolve", json={"comment": "inspected on site"}, headers=bearer(conn, "regulator")
+    )
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
     history = r.json()["history"]
     assert [h["action"] for h in history] == ["opened", "acknowledged", "commented", "resolved"]
-    assert history[-1]["comment"] == "fruit inspected, no damage"
+    assert history[-1]["comment"] == "inspected on site"
 
     # Resolving twice is a conflict (problem+json), and the history cannot be rewritten.
-    r = client.post(url + "/resolve", headers=mine)  # the comment is optional
+    r = client.post(url + "/resolve", headers=bearer(conn, "admin"))  # the comment is optional
     assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
     with pytest.raises(Exception, match="append-only"):
         conn.execute("UPDATE alert_events SET comment = 'nothing happened'")
-    # A hand-resolved excursion that is still going on is not reopened by the evaluator.
+    # Evaluated again with nothing new: the resolution stands.
     conn.execute("DELETE FROM coldchain_eval_state")
     evaluator.run_once(conn)
     assert [a["status"] for a in alerts_of(conn, ch["id"])] == ["resolved"]
+    # Readings taken after the resolution are still at 6 °C: it is not over, the alert reopens and
+    # says who resolved it.
+    ingest(conn, ch["id"], [(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1), 6.0)])
+    evaluator.run_once(conn)
+    (again,) = alerts_of(conn, ch["id"])
+    assert again["id"] == alert["id"] and again["status"] == "open"
+    assert again["resolve_attempted_by"].startswith("regulator:")
+    body = client.get(url, headers=mine).json()
+    assert [h["action"] for h in body["history"]][-2:] == ["resolved", "reopened"]
+    assert "still out of range after regulator:" in body["history"][-1]["comment"]
+
+
+def test_a_cooperative_resolves_its_warning_alert_and_it_stays_resolved_once_back_in_range(
+    conn: Conn, client: TestClient
+) -> None:
+    ch = watched_channel(conn)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=90)
+    ingest(conn, ch["id"], series(start, [14.0] * 70))  # warm: 1 h above 13 °C, a warning
+    evaluator.run_once(conn)
+    (alert,) = alerts_of(conn, ch["id"])
+    assert (alert["rule"], alert["severity"]) == ("warm", "warning")
+    coop = bearer(conn, "cooperative", alert["cooperative"])
+    r = client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=coop)
+    assert r.status_code == 200 and r.json()["status"] == "resolved"
+    ingest(conn, ch["id"], series(start + timedelta(minutes=70), [12.0] * 20))
+    evaluator.run_once(conn)
+    (done,) = alerts_of(conn, ch["id"])
+    assert done["status"] == "resolved" and done["resolve_attempted_by"] is None
 
 
 def test_cooperatives_see_only_their_own_alerts_and_regulators_filter_all(
