@@ -5,8 +5,9 @@ The pre-hash string, in the standard's words, briefly:
 - elements in the canonical property order (`_ORDER`), concatenated without separators, a value as
   `key=value`, a parent element as its bare key followed by its children; omitted elements add nothing;
 - the elements of a list sorted as strings (case-sensitive, by code point), the list's name once;
-- a typed element (bizTransaction, source, destination) as `type=...` then `key=value` (the order of
-  the reference implementation's published pre-hash strings);
+- a typed element (bizTransaction, source, destination) as `key=value` then `type=...` (the reference
+  implementation keeps the order the document happens to list them in, and sorts neither them nor
+  sourceList before destinationList: our documents list the value first, so both agree on them);
 - numbers without trailing zeros, timestamps in UTC with milliseconds and `Z`;
 - standard vocabulary (bare `in_transit`, `urn:epcglobal:cbv:...`, CURIEs) as its web URI; EPC URNs
   as canonical GS1 Digital Link URIs (`https://id.gs1.org/...`, finest key only, no query);
@@ -108,7 +109,9 @@ def _from_epc_urn(uri: str) -> str:
         return f"https://id.gs1.org/417/{body}{check_digit(body)}"
     if scheme in ("gdti", "sgcn") and len(parts) == 3 and kind == "id":
         body = parts[0] + parts[1]
-        return f"https://id.gs1.org/{'253' if scheme == 'gdti' else '255'}/{body}{check_digit(body)}{parts[2]}"
+        return (
+            f"https://id.gs1.org/{'253' if scheme == 'gdti' else '255'}/{body}{check_digit(body)}{parts[2]}"
+        )
     if scheme == "giai" and len(parts) == 2:
         return f"https://id.gs1.org/8004/{parts[0]}{parts[1]}"
     if scheme == "grai" and len(parts) == 3:
@@ -247,9 +250,7 @@ def _extensions(obj: Mapping[str, Any], standard: set[str], namespaces: Mapping[
 
 
 def _fields(obj: Mapping[str, Any], order: tuple[str, ...], namespaces: Mapping[str, str]) -> str:
-    return "".join(
-        f"{k}={_value(k, obj[k], namespaces)}" for k in order if k in obj and obj[k] is not None
-    )
+    return "".join(f"{k}={_value(k, obj[k], namespaces)}" for k in order if k in obj and obj[k] is not None)
 
 
 def _sensor_element(element: Mapping[str, Any], namespaces: Mapping[str, str]) -> str:
@@ -291,13 +292,12 @@ def prehash(event: Mapping[str, Any], namespaces: Mapping[str, str] | None = Non
             name = key.removesuffix("List")
             elements = []
             for item in value:
-                # The type comes first, as in the reference implementation's published pre-hashes.
-                text = ""
+                text = f"{name}={_uri(item[name], ns)}"
                 if item.get("type"):
                     prefix = {"bizTransaction": "BTT-"}.get(name, "SDT-")
                     kind = str(item["type"]).strip()
-                    text = "type=" + (CBV + prefix + kind if ":" not in kind else _uri(kind, ns))
-                elements.append(text + f"{name}={_uri(item[name], ns)}")
+                    text += "type=" + (CBV + prefix + kind if ":" not in kind else _uri(kind, ns))
+                elements.append(text)
             out.append(key + "".join(sorted(elements)))
         elif key == "sensorElementList":
             out.append(key + "".join(sorted(_sensor_element(e, ns) for e in value)))
