@@ -13,6 +13,7 @@ cases provision real broker clients for their tenants.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from agritrace.coldchain import profiles
 from agritrace.db import Conn
 from agritrace.devices import broker
 from agritrace.devices import service as devices_service
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import labels
 from agritrace.trace import service as trace_service
@@ -575,6 +577,20 @@ def broker_clients() -> Iterator[None]:
             for gateway_id in _PROVISIONED:
                 broker.remove_gateway(dynsec, gateway_id)
             _PROVISIONED.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def public_base_url() -> Iterator[None]:
+    """EPCIS identifiers are minted under a public base URL (a local one is refused with 409)."""
+    before = os.environ.get("AGRITRACE_PUBLIC_BASE_URL")
+    os.environ["AGRITRACE_PUBLIC_BASE_URL"] = "https://trace.example.cn"
+    get_settings.cache_clear()
+    yield
+    if before is None:
+        os.environ.pop("AGRITRACE_PUBLIC_BASE_URL")
+    else:
+        os.environ["AGRITRACE_PUBLIC_BASE_URL"] = before
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -156,7 +156,12 @@ def split(
     parts = [p.model_dump() for p in body.parts]
     return {
         "items": trace_service.split_batch(
-            conn, batch_id=batch_id, parts=parts, cooperative_id=scope.cooperative_id
+            conn,
+            batch_id=batch_id,
+            parts=parts,
+            cooperative_id=scope.cooperative_id,
+            event_time=body.event_time,
+            event_tz=body.event_tz,
         )
     }
 
@@ -169,7 +174,13 @@ def split(
 )
 def merge(body: schemas.MergeIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     return trace_service.merge_batches(
-        conn, batch_ids=body.batch_ids, lot=body.lot, gtin=body.gtin, cooperative_id=scope.cooperative_id
+        conn,
+        batch_ids=body.batch_ids,
+        lot=body.lot,
+        gtin=body.gtin,
+        cooperative_id=scope.cooperative_id,
+        event_time=body.event_time,
+        event_tz=body.event_tz,
     )
 
 

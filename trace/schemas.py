@@ -84,6 +84,10 @@ class SplitIn(_In):
     )
 
     parts: list[PartIn] = Field(min_length=1, max_length=1000)
+    event_time: AwareDatetime | None = Field(default=None, description="When it was packed (default: now).")
+    event_tz: str | None = Field(
+        default=None, max_length=6, description="UTC offset (default: event_time's)."
+    )
 
 
 class MergeIn(_In):
@@ -92,6 +96,10 @@ class MergeIn(_In):
     batch_ids: list[int] = Field(min_length=2, max_length=100)
     lot: str | None = Field(default=None, max_length=20)
     gtin: str | None = Field(default=None, max_length=14)
+    event_time: AwareDatetime | None = Field(default=None, description="When they were mixed (default: now).")
+    event_tz: str | None = Field(
+        default=None, max_length=6, description="UTC offset (default: event_time's)."
+    )
 
 
 class DocumentIn(_In):
@@ -117,7 +125,11 @@ class EventIn(_In):
     biz_step: str
     event_time: AwareDatetime
     disposition: str | None = None
-    event_tz: str = "+08:00"
+    event_tz: str | None = Field(
+        default=None,
+        max_length=6,
+        description="UTC offset where it happened (-12:00 to +14:00); default: the offset event_time is written with.",
+    )
     place: VisibleText | None = Field(default=None, max_length=200)
     actor: VisibleText | None = Field(default=None, max_length=200)
     documents: list[DocumentIn] = Field(default_factory=list, max_length=20)

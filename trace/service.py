@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import date, datetime
+import uuid
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,19 +18,19 @@ from agritrace.trace import gs1
 from agritrace.trace.exceptions import BatchNotFound
 
 PRODUCTS = ("mango", "citrus", "tea")
+# CBV 2.0 business steps, and only those (GS1's schema refuses anything else; migration 0021). A
+# recall is the disposition `recalled` (on `holding`); a split or merge is a transformation of its own.
 BIZ_STEPS = (
-    "commissioning",
-    "packing",
-    "storing",
-    "shipping",
-    "receiving",
-    "inspecting",
-    "loading",
-    "unloading",
-    "transforming",
-    "retail_selling",
-    "recalling",
-)
+    "accepting", "arriving", "assembling", "collecting", "commissioning", "consigning",
+    "creating_class_instance", "cycle_counting", "decommissioning", "departing", "destroying",
+    "disassembling", "dispensing", "encoding", "entering_exiting", "holding", "inspecting", "installing",
+    "killing", "loading", "other", "packing", "picking", "receiving", "removing", "repackaging",
+    "repairing", "replacing", "reserving", "retail_selling", "sampling", "sensor_reporting", "shipping",
+    "staging_outbound", "stock_taking", "stocking", "storing", "transporting", "unloading", "unpacking",
+    "void_shipping",
+)  # fmt: skip
+RECALL_STEP = "holding"
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 DISPOSITIONS = (
     "active",
     "in_progress",
@@ -166,21 +167,57 @@ def list_batches(
     ).fetchall()
 
 
-def _link(conn: Conn, *, parent_id: int, child_id: int, quantity: Decimal | float | None) -> None:
+def offset_of(event_time: datetime, event_tz: str | None) -> str:
+    """The event's UTC offset: as given (checked: -12:00 to +14:00), else the one its time was written with."""
+    if event_tz is None:
+        delta = event_time.utcoffset()
+        if delta is None:
+            raise InvalidInput("the time needs its UTC offset")
+        minutes = int(delta.total_seconds() // 60)
+        event_tz = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    m = _OFFSET.match(event_tz)
+    if m is None or int(m.group(3)) >= 60:
+        raise InvalidInput("event_tz is a UTC offset like +08:00")
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    if minutes > (840 if m.group(1) == "+" else 720):
+        raise InvalidInput("event_tz is a UTC offset between -12:00 and +14:00")
+    return event_tz
+
+
+def _link(
+    conn: Conn,
+    *,
+    parent_id: int,
+    child_id: int,
+    quantity: Decimal | float | None,
+    transformation_id: uuid.UUID | None = None,
+    event_time: datetime | None = None,
+    event_tz: str = "+08:00",
+) -> None:
     # A child that is already upstream of the parent would close a loop and make lineage infinite.
     if child_id in {b["id"] for b in upstream(conn, batch_id=parent_id)} | {parent_id}:
         raise Conflict(f"batch {child_id} is upstream of {parent_id}: lineage cannot loop")
     conn.execute(
-        "INSERT INTO batch_lineage (parent_id, child_id, quantity) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (parent_id, child_id, quantity),
+        """INSERT INTO batch_lineage (parent_id, child_id, quantity, transformation_id, event_time, event_tz)
+           VALUES (%s, %s, %s, %s, coalesce(%s, now()), %s) ON CONFLICT DO NOTHING""",
+        (parent_id, child_id, quantity, transformation_id or uuid.uuid4(), event_time, event_tz),
     )
 
 
 def split_batch(
-    conn: Conn, *, batch_id: int, parts: list[dict[str, Any]], cooperative_id: int | None = None
+    conn: Conn,
+    *,
+    batch_id: int,
+    parts: list[dict[str, Any]],
+    cooperative_id: int | None = None,
+    event_time: datetime | None = None,
+    event_tz: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Packs a batch into child lots (each part: quantity, unit, optional lot/gtin); returns the children."""
+    """Packs a batch into child lots (each part: quantity, unit, optional lot/gtin); returns the children.
+    One transformation, at `event_time` (the business time; now when not given)."""
     parent = get_batch(conn, batch_id=batch_id, cooperative_id=cooperative_id)
+    tz = offset_of(event_time or datetime.now(UTC), event_tz or (None if event_time else "+08:00"))
+    transformation = uuid.uuid4()
     if not parts:
         raise InvalidInput("a split needs at least one part")
     if parent["quantity"] is not None and all(
@@ -213,7 +250,15 @@ def split_batch(
             quantity=part.get("quantity"),
             unit=part.get("unit") or parent["unit"],
         )
-        _link(conn, parent_id=parent["id"], child_id=child["id"], quantity=part.get("quantity"))
+        _link(
+            conn,
+            parent_id=parent["id"],
+            child_id=child["id"],
+            quantity=part.get("quantity"),
+            transformation_id=transformation,
+            event_time=event_time,
+            event_tz=tz,
+        )
         children.append(child)
     return children
 
@@ -225,8 +270,12 @@ def merge_batches(
     cooperative_id: int | None = None,
     lot: str | None = None,
     gtin: str | None = None,
+    event_time: datetime | None = None,
+    event_tz: str | None = None,
 ) -> dict[str, Any]:
-    """Mixes batches of one product into a new lot; returns it. Origin fields are kept only if shared."""
+    """Mixes batches of one product into a new lot; returns it. Origin fields are kept only if shared.
+    One transformation, at `event_time` (the business time; now when not given)."""
+    tz = offset_of(event_time or datetime.now(UTC), event_tz or (None if event_time else "+08:00"))
     if len(set(batch_ids)) < 2:
         raise InvalidInput("a merge needs at least two different batches")
     parents = [get_batch(conn, batch_id=b, cooperative_id=cooperative_id) for b in batch_ids]
@@ -252,8 +301,17 @@ def merge_batches(
         quantity=total if total > 0 and len(units) == 1 else None,
         unit=units.pop() if len(units) == 1 else None,
     )
+    transformation = uuid.uuid4()
     for p in parents:
-        _link(conn, parent_id=p["id"], child_id=child["id"], quantity=p["quantity"])
+        _link(
+            conn,
+            parent_id=p["id"],
+            child_id=child["id"],
+            quantity=p["quantity"],
+            transformation_id=transformation,
+            event_time=event_time,
+            event_tz=tz,
+        )
     return child
 
 
@@ -294,7 +352,7 @@ def add_event(
     biz_step: str,
     event_time: datetime,
     disposition: str | None = None,
-    event_tz: str = "+08:00",
+    event_tz: str | None = None,
     place: str | None = None,
     actor: str | None = None,
     documents: list[dict[str, str]] | None = None,
@@ -306,8 +364,7 @@ def add_event(
         raise InvalidInput(f"biz_step must be one of {', '.join(BIZ_STEPS)}")
     if disposition is not None and disposition not in DISPOSITIONS:
         raise InvalidInput(f"disposition must be one of {', '.join(DISPOSITIONS)}")
-    if not re.match(r"^[+-]\d{2}:\d{2}$", event_tz):
-        raise InvalidInput("event_tz is an offset like +08:00")
+    event_tz = offset_of(event_time, event_tz)
     return _one(
         conn,
         """INSERT INTO trace_events (batch_id, biz_step, disposition, event_time, event_tz, place, actor, documents)
@@ -490,8 +547,8 @@ def recall_batch(conn: Conn, *, batch_id: int, reason: str, recalled_by: str) ->
     # The recall is part of the batch's journey (and of its EPCIS export) too.
     conn.execute(
         """INSERT INTO trace_events (batch_id, biz_step, disposition, event_time, actor)
-           VALUES (%s, 'recalling', 'recalled', %s, %s)""",
-        (batch_id, recall["recalled_at"], recalled_by),
+           VALUES (%s, %s, 'recalled', %s, %s)""",
+        (batch_id, RECALL_STEP, recall["recalled_at"], recalled_by),
     )
     affected = downstream(conn, batch_id=batch_id)
     ids = [batch_id, *(b["id"] for b in affected)]

@@ -137,7 +137,11 @@ def test_code_without_gtin_is_a_short_trace_url(conn: Conn) -> None:
 
 
 def _cli(database: str, *args: str) -> Any:
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    env = {
+        **os.environ,
+        "AGRITRACE_DATABASE_URL": database,
+        "AGRITRACE_PUBLIC_BASE_URL": "https://trace.example.cn",
+    }
     out = subprocess.run([str(AGRITRACE), *args], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout)
 
@@ -167,7 +171,11 @@ def test_cli_creates_a_batch_and_issues_codes_as_json(database: str, conn: Conn)
 
 
 def test_cli_refuses_a_gtin_with_a_wrong_check_digit(database: str) -> None:
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    env = {
+        **os.environ,
+        "AGRITRACE_DATABASE_URL": database,
+        "AGRITRACE_PUBLIC_BASE_URL": "https://trace.example.cn",
+    }
     out = subprocess.run(
         [
             str(AGRITRACE),
@@ -234,7 +242,11 @@ def test_cli_writes_a_label_sheet_for_every_code_of_a_batch(database: str, tmp_p
     created = _cli(database, "batches", "create", "--product", "tea", "--cooperative", "六堡茶社", "--json")
     _cli(database, "codes", "issue", "--batch", str(created["batch_id"]), "--count", "50", "--json")
     out = tmp_path / "labels.pdf"
-    env = {**os.environ, "AGRITRACE_DATABASE_URL": database}
+    env = {
+        **os.environ,
+        "AGRITRACE_DATABASE_URL": database,
+        "AGRITRACE_PUBLIC_BASE_URL": "https://trace.example.cn",
+    }
     run = subprocess.run(
         [str(AGRITRACE), "codes", "labels", "--batch", str(created["batch_id"]), "--out", str(out)],
         capture_output=True,

@@ -132,7 +132,7 @@ def test_recalled_parent_batch_shows_on_the_child_lots_page(
     assert "该产品已被召回" in page.text and "农药残留超标" in page.text
     body = client.get(f"/api/v1/trace/{mango_lot['code']}").json()
     assert body["recalled"] is True
-    assert body["journey"][-1]["biz_step"] == "recalling"
+    assert body["journey"][-1]["biz_step"] == "holding" and body["journey"][-1]["disposition"] == "recalled"
     assert body["recalls"][0]["lot"] == mango_lot["parent"]["lot"] and body["recalls"][0]["own"] is False
 
 
