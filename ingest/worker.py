@@ -15,7 +15,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from math import floor
@@ -532,19 +532,24 @@ class Worker:
         )
 
 
-def _retention_loop(settings: Settings, stop: threading.Event) -> None:
+def _retention_loop(
+    settings: Settings, stop: threading.Event, guards: Sequence[retention.RetentionGuard]
+) -> None:
     """Enforces retention every `ingest_retention_interval` seconds (worker 1 only)."""
     while not stop.wait(settings.ingest_retention_interval):
         try:
             with db.connect(settings.database_url, autocommit=True) as conn:
-                retention.enforce(conn, days=settings.ingest_retention_days)
+                retention.enforce(conn, days=settings.ingest_retention_days, guards=guards)
                 retention.purge_dead_letters(conn, days=settings.ingest_dead_letter_days)
         except psycopg.Error as exc:
             log.warning("retention run failed (%s); will retry", exc)
 
 
-def run_worker(settings: Settings, *, worker_id: int) -> None:
-    """Runs one worker until SIGTERM/SIGINT, with its metrics endpoint and (worker 1) retention."""
+def run_worker(
+    settings: Settings, *, worker_id: int, retention_guards: Sequence[retention.RetentionGuard]
+) -> None:
+    """Runs one worker until SIGTERM/SIGINT, with its metrics endpoint and (worker 1) retention, which
+    keeps what `retention_guards` still need."""
     worker = Worker(settings, worker_id=worker_id)
 
     def _stop(_signum: int, _frame: object) -> None:
@@ -555,5 +560,7 @@ def run_worker(settings: Settings, *, worker_id: int) -> None:
     if settings.ingest_metrics_port:
         start_http_server(settings.ingest_metrics_port + worker_id - 1, addr="127.0.0.1")
     if worker_id == 1 and settings.ingest_retention_interval:
-        threading.Thread(target=_retention_loop, args=(settings, worker.stop), daemon=True).start()
+        threading.Thread(
+            target=_retention_loop, args=(settings, worker.stop, retention_guards), daemon=True
+        ).start()
     worker.run()
