@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
 import typer
 
+from agritrace import outage
 from agritrace.dashboards import provisioning, rollup, service
 from agritrace.db import cli_connect
 from agritrace.errors import AgriTraceError
@@ -68,5 +70,15 @@ def rollup_command(
     once: bool = typer.Option(False, "--once", help="Run once and exit (e.g. from cron)."),
 ) -> None:
     """Keeps the 15-minute readings rollup the dashboards read up to date (re-rolls changed buckets)."""
-    with cli_connect(autocommit=True) as conn:
-        rollup.run(conn, every=every, once=once)
+    if once:
+        with cli_connect(autocommit=True) as conn:
+            rollup.run(conn, every=every, once=True)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def one_round() -> None:
+        with cli_connect(autocommit=True) as conn:
+            rollup.run(conn, every=every, once=True)
+
+    # A lost database is waited out (agritrace.outage), where the loop used to end with it.
+    outage.run_every(every, one_round, what="dashboards rollup")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from agritrace import outage
 
+AGRITRACE = str(Path(sys.executable).parent / "agritrace")
 NOWHERE = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
 
 
@@ -57,3 +62,27 @@ def test_a_periodic_job_ends_on_an_error_that_is_not_an_outage() -> None:
 
     with pytest.raises(ValueError, match="a bug"):
         outage.run_every(0.01, round_, what="test", stop=threading.Event())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("dashboards", "rollup", "--every", "1"), ("audit", "checkpoint", "--every", "1", "--no-publish")],
+)
+def test_the_periodic_processes_wait_out_a_lost_database_instead_of_exiting(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    env = dict(
+        os.environ,
+        AGRITRACE_DATABASE_URL=NOWHERE,
+        AGRITRACE_AUDIT_CHECKPOINT_DIR=str(tmp_path),
+    )
+    process = subprocess.Popen(
+        [AGRITRACE, *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(4)  # it used to exit at once (rollup) or keep going only on its own timer
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert "database unavailable" in stderr or "trying again" in stderr, stderr
