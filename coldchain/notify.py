@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import paho.mqtt.client as mqtt
 
+from agritrace.coldchain import service as alerts_service
 from agritrace.db import Conn
 from agritrace.errors import InvalidInput, NotFound
 from agritrace.settings import get_settings
@@ -24,7 +25,6 @@ from agritrace.settings import get_settings
 log = logging.getLogger(__name__)
 TOPIC = "agritrace/v1/alerts/{gateway_id}/{alert_id}"
 SIGNATURE_HEADER = "X-AgriTrace-Signature"
-LIVE = ("open", "acknowledged")
 
 
 def topic_for(state: dict[str, Any]) -> str:
@@ -74,7 +74,7 @@ def publish_pending(conn: Conn, client: mqtt.Client, *, limit: int = 500, timeou
     for event in events:
         state = event["state"]
         topic = topic_for(state)
-        live = state["status"] in LIVE
+        live = state["status"] in alerts_service.LIVE
         infos = [client.publish(topic, payload(event), qos=1, retain=live)]
         if not live:
             infos.append(client.publish(topic, b"", qos=1, retain=True))

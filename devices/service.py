@@ -37,12 +37,6 @@ def get_or_create_cooperative(conn: Conn, *, name: str) -> int:
     return int(row["id"])
 
 
-def cooperative_id_by_name(conn: Conn, *, name: str) -> int | None:
-    """The id of the cooperative with this name, or None."""
-    row = conn.execute("SELECT id FROM cooperatives WHERE name = %s", (name,)).fetchone()
-    return None if row is None else int(row["id"])
-
-
 def mqtt_connection(settings: Settings) -> dict[str, Any]:
     """How any gateway reaches the broker: its TLS listener, and the CA certificate (PEM) to verify it
     with, or None when the broker's certificate comes from a CA gateways already trust. Read before

@@ -28,6 +28,7 @@ from agritrace.dashboards import boards, provisioning, queries, rollup, service
 from agritrace.dashboards.macros import Variable, expand, interval_for
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
+from agritrace.trace import page as trace_page
 from agritrace.trace import service as trace_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,10 +188,10 @@ def _seed_trace(
     )
     serials = [c["code"] for c in trace_codes.issue_codes(conn, batch_id=mango["id"], count=2)]
     for i in range(get_settings().counterfeit_networks + 2):
-        trace_codes.record_scan(
+        trace_page.scan_view(
             conn, serial=serials[0], ip=f"203.0.{i}.7", user_agent="Mozilla/5.0 MicroMessenger/8.0"
         )
-    trace_codes.record_scan(conn, serial=serials[1], ip="198.51.100.9", user_agent="Mozilla/5.0 Chrome/120.0")
+    trace_page.scan_view(conn, serial=serials[1], ip="198.51.100.9", user_agent="Mozilla/5.0 Chrome/120.0")
     conn.execute(
         "UPDATE code_scans SET time = %s WHERE serial = ANY(%s)", (NOW - timedelta(hours=5), serials)
     )
