@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
-from agritrace import outage
-from agritrace.dashboards import provisioning, rollup, service
+from agritrace import outage, roles
+from agritrace.dashboards import provisioning, rollup
 from agritrace.db import cli_connect
 from agritrace.errors import AgriTraceError
 from agritrace.settings import get_settings
@@ -59,7 +59,7 @@ def reader(
     password = given.get_secret_value() if given else secrets.token_urlsafe(24)
     generated = given is None
     with cli_connect(settings.database_roles_url.get_secret_value(), autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     if generated:
         typer.echo(password)
 

@@ -22,9 +22,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.postgres import types as pg_types
 
-from agritrace import db
+from agritrace import db, roles
 from agritrace.coldchain import evaluator, profiles
-from agritrace.dashboards import boards, provisioning, queries, rollup, service
+from agritrace.dashboards import boards, provisioning, queries, rollup
 from agritrace.dashboards.macros import Variable, expand, interval_for
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
@@ -57,7 +57,7 @@ def reader_url(database: str, roles_url: str) -> Iterator[str]:
     name = f"agritrace_grafana_t{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(16)
     with db.connect(roles_url, autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     yield make_conninfo(database, user=name, password=password)
     with db.connect(roles_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

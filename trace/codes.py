@@ -229,6 +229,15 @@ def flag(conn: Conn, *, serial: str, reason: str) -> dict[str, Any]:
     return {"flagged_at": flagged["flagged_at"], "flag_reason": reason}
 
 
+def owner(conn: Conn, *, serial: str) -> int | None:
+    """The cooperative whose batch this code was issued for; None when it is not an issued code."""
+    row = conn.execute(
+        "SELECT b.cooperative_id FROM codes c JOIN batches b ON b.id = c.batch_id WHERE c.serial = %s",
+        (serial,),
+    ).fetchone()
+    return None if row is None else int(row["cooperative_id"])
+
+
 def clear_flag(conn: Conn, *, serial: str, note: str) -> dict[str, Any]:
     """A reviewer's verdict that a flagged code is genuine: the flag goes, and only scans after now
     count towards a new one. The change is an audited update of the code (who, when, the note)."""
