@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import typer
 
-from agritrace import audit, checkpoint
+from agritrace import audit, checkpoint, outage
 from agritrace.api import tokens
 from agritrace.db import cli_connect
 from agritrace.settings import get_settings
@@ -176,20 +175,20 @@ def audit_checkpoint(
     (retained) on agritrace/v1/audit/checkpoint; prints the file's path."""
     settings = get_settings()
     key = checkpoint.load_private_key(settings.audit_signing_key_path)
-    while True:
-        try:
-            with cli_connect() as conn:
-                # Evidence first (summaries of ended custody), then the head that covers it.
-                coldchain.record_evidence(conn)
-                document = checkpoint.make(conn, key)
-            path = checkpoint.write(document, settings.audit_checkpoint_path)
-            if publish:
-                checkpoint.publish(document, settings)
-            typer.echo(f"{path}", err=every is not None)
-        except (psycopg.OperationalError, ConnectionError, OSError) as exc:
-            if every is None:
-                raise
-            typer.echo(f"audit checkpoint: {exc}; trying again in {every:g} s", err=True)
-        if every is None:
-            return
-        time.sleep(every)
+
+    def one_checkpoint() -> None:
+        with cli_connect() as conn:
+            # Evidence first (summaries of ended custody), then the head that covers it.
+            coldchain.record_evidence(conn)
+            document = checkpoint.make(conn, key)
+        path = checkpoint.write(document, settings.audit_checkpoint_path)
+        if publish:
+            checkpoint.publish(document, settings)
+        typer.echo(f"{path}", err=every is not None)
+
+    if every is None:
+        one_checkpoint()
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A lost database (or broker, or checkpoint directory) is waited out as agritrace.outage says.
+    outage.run_every(every, one_checkpoint, what="audit checkpoint", transient=(ConnectionError, OSError))

@@ -22,8 +22,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from agritrace import db
-from agritrace.dashboards import boards, provisioning, rollup, service
+from agritrace import db, roles
+from agritrace.dashboards import boards, provisioning, rollup
 from agritrace.dashboards.macros import Variable, expand, interval_for
 
 BUDGET_MS = 500.0
@@ -113,7 +113,7 @@ def main() -> None:
             password = secrets.token_urlsafe(16)
             with db.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
-                service.create_reader(conn, name=reader_name, password=password)
+                roles.create_reader(conn, name=reader_name, password=password)
             print(f"loaded {args.readings:,} readings on {args.channels} channels in {load_s:.1f} s")
             print(
                 f"rollup: {rolled} channels in full in {full_rollup_s:.1f} s; "

@@ -17,14 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import paho.mqtt.client as mqtt
 
+from agritrace.coldchain import service as alerts_service
 from agritrace.db import Conn
-from agritrace.errors import InvalidInput, NotFound
+from agritrace.errors import InvalidInput
 from agritrace.settings import get_settings
 
 log = logging.getLogger(__name__)
 TOPIC = "agritrace/v1/alerts/{gateway_id}/{alert_id}"
 SIGNATURE_HEADER = "X-AgriTrace-Signature"
-LIVE = ("open", "acknowledged")
 
 
 def topic_for(state: dict[str, Any]) -> str:
@@ -74,7 +74,7 @@ def publish_pending(conn: Conn, client: mqtt.Client, *, limit: int = 500, timeou
     for event in events:
         state = event["state"]
         topic = topic_for(state)
-        live = state["status"] in LIVE
+        live = state["status"] in alerts_service.LIVE
         infos = [client.publish(topic, payload(event), qos=1, retain=live)]
         if not live:
             infos.append(client.publish(topic, b"", qos=1, retain=True))
@@ -256,23 +256,3 @@ def deliver_pending(conn: Conn, http: httpx.Client, *, limit: int = 100, backoff
             )
         _advance(conn, cursor="webhooks", event_id=event["id"])
     return len(events)
-
-
-def cooperative_id(conn: Conn, *, name: str) -> int:
-    """The id of the cooperative with this name (a webhook's filter)."""
-    row = conn.execute("SELECT id FROM cooperatives WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        raise NotFound(f"no cooperative named {name!r}")
-    return int(row["id"])
-
-
-def add_webhook(conn: Conn, *, url: str, secret: str, cooperative_id: int | None = None) -> int:
-    """Registers a webhook; returns its id. TargetRefused (422) for a URL that is not https or whose
-    host resolves to a non-public address (unless AGRITRACE_WEBHOOK_ALLOW_PRIVATE_TARGETS)."""
-    resolve_target(url, allow_private=get_settings().webhook_allow_private_targets, unresolved_ok=True)
-    row = conn.execute(
-        "INSERT INTO coldchain_webhooks (url, secret, cooperative_id) VALUES (%s, %s, %s) RETURNING id",
-        (url, secret, cooperative_id),
-    ).fetchone()
-    assert row is not None
-    return int(row["id"])

@@ -74,7 +74,6 @@ DEFAULT_RULES = [
     ("citrus", "no-data", "no_data", None, None, 0.0, 1800, 0, "single", None, "warning"),
     ("tea", "no-data", "no_data", None, None, 0.0, 1800, 0, "single", None, "warning"),
 ]
-UNIT_OF_METRIC = {"temperature": "Cel", "humidity": "%RH"}
 RULE_FIELDS = (
     "name",
     "metric",

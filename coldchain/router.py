@@ -18,7 +18,7 @@ from agritrace.api import problems
 from agritrace.api.deps import ConnDep, PrincipalDep, Scope, ScopeDep, StaffDep
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, page
 from agritrace.api.tokens import Principal
-from agritrace.coldchain import feeds, notify, profiles, schemas, service, summary
+from agritrace.coldchain import feeds, profiles, schemas, service, summary, webhooks
 from agritrace.db import Conn
 from agritrace.devices import service as devices_service
 from agritrace.devices.router import DynsecDep
@@ -281,9 +281,11 @@ def set_channel_profile(body: schemas.ChannelProfileIn, conn: ConnDep, scope: Sc
 )
 def add_webhook(body: schemas.WebhookIn, conn: ConnDep, _staff: StaffDep) -> dict[str, Any]:
     """Registers a webhook (for one cooperative's alerts or all); its signing secret is shown once."""
-    cooperative_id = None if body.cooperative is None else notify.cooperative_id(conn, name=body.cooperative)
+    cooperative_id = (
+        None if body.cooperative is None else devices_service.cooperative_id(conn, name=body.cooperative)
+    )
     secret = secrets.token_urlsafe(32)
-    hook_id = notify.add_webhook(conn, url=str(body.url), secret=secret, cooperative_id=cooperative_id)
+    hook_id = webhooks.add_webhook(conn, url=str(body.url), secret=secret, cooperative_id=cooperative_id)
     return {"id": hook_id, "secret": secret}
 
 

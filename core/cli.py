@@ -12,14 +12,8 @@ from agritrace.dashboards.cli import dashboards_app
 from agritrace.db import migrate
 from agritrace.devices.cli import broker_app, gateways_app
 from agritrace.errors import AgriTraceError
-from agritrace.ingest import retention
 from agritrace.ingest.cli import ingest_app, simulate
-from agritrace.trace import coldchain_page as trace_coldchain
 from agritrace.trace.cli import batches_app, codes_app, trace_app
-
-# Raw readings that a consumer page depends on are kept until the page's summary is stored; the
-# ingest workers and `agritrace ingest retention` all start through this command.
-retention.register_guard(trace_coldchain.retention_guard)
 
 app = typer.Typer(help="AgriTrace: agricultural traceability backend.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
 import typer
 
-from agritrace.dashboards import provisioning, rollup, service
+from agritrace import outage, roles
+from agritrace.dashboards import provisioning, rollup
 from agritrace.db import cli_connect
 from agritrace.errors import AgriTraceError
 from agritrace.settings import get_settings
@@ -57,7 +59,7 @@ def reader(
     password = given.get_secret_value() if given else secrets.token_urlsafe(24)
     generated = given is None
     with cli_connect(settings.database_roles_url.get_secret_value(), autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     if generated:
         typer.echo(password)
 
@@ -68,5 +70,15 @@ def rollup_command(
     once: bool = typer.Option(False, "--once", help="Run once and exit (e.g. from cron)."),
 ) -> None:
     """Keeps the 15-minute readings rollup the dashboards read up to date (re-rolls changed buckets)."""
-    with cli_connect(autocommit=True) as conn:
-        rollup.run(conn, every=every, once=once)
+    if once:
+        with cli_connect(autocommit=True) as conn:
+            rollup.run(conn, every=every, once=True)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def one_round() -> None:
+        with cli_connect(autocommit=True) as conn:
+            rollup.run(conn, every=every, once=True)
+
+    # A lost database is waited out (agritrace.outage), where the loop used to end with it.
+    outage.run_every(every, one_round, what="dashboards rollup")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 # Grafana's interval steps when it picks $__interval from the range and the panel width.
 _NICE_INTERVALS = [
@@ -151,9 +151,3 @@ def _macro(name: str, args: list[str], *, start: datetime, end: datetime) -> str
         return f'{args[0]} AS "time"'
     bucket = f"time_bucket('{interval_seconds(args[1].strip(chr(39))):.0f}s',{args[0]})"
     return bucket + (' AS "time"' if name == "timeGroupAlias" else "")
-
-
-def default_range(now: datetime | None = None, *, days: int = 7) -> tuple[datetime, datetime]:
-    """The dashboards' default range, now-7d .. now."""
-    end = (now or datetime.now(UTC)).replace(microsecond=0)
-    return end - timedelta(days=days), end

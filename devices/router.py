@@ -64,8 +64,8 @@ def create_gateway(
     the broker's TLS host, port and CA certificate."""
     connection = service.mqtt_connection(get_settings())
     if scope.cooperative_id is not None:
-        own = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (scope.cooperative_id,)).fetchone()
-        if body.cooperative is not None and (own is None or own["name"] != body.cooperative):
+        own = service.cooperative_name(conn, cooperative_id=scope.cooperative_id)
+        if body.cooperative is not None and own != body.cooperative:
             raise Forbidden("a cooperative token creates gateways only for its own cooperative")
         cooperative_id = scope.cooperative_id
     else:

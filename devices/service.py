@@ -13,7 +13,7 @@ from agritrace.db import Conn
 from agritrace.devices import broker
 from agritrace.devices.broker import DynamicSecurity
 from agritrace.devices.exceptions import ChannelNotFound, GatewayNotFound, InvalidRange
-from agritrace.errors import Conflict, InvalidInput
+from agritrace.errors import Conflict, InvalidInput, NotFound
 from agritrace.settings import Settings
 
 GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # the gateways.id CHECK in 0001
@@ -38,10 +38,18 @@ def get_or_create_cooperative(conn: Conn, *, name: str) -> int:
     return int(row["id"])
 
 
-def cooperative_id_by_name(conn: Conn, *, name: str) -> int | None:
-    """The id of the cooperative with this name, or None."""
+def cooperative_id(conn: Conn, *, name: str) -> int:
+    """The id of the cooperative with this name; NotFound if there is none."""
     row = conn.execute("SELECT id FROM cooperatives WHERE name = %s", (name,)).fetchone()
-    return None if row is None else int(row["id"])
+    if row is None:
+        raise NotFound(f"no cooperative named {name!r}")
+    return int(row["id"])
+
+
+def cooperative_name(conn: Conn, *, cooperative_id: int) -> str | None:
+    """The name of the cooperative with this id, or None if there is none."""
+    row = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone()
+    return None if row is None else str(row["name"])
 
 
 def mqtt_connection(settings: Settings) -> dict[str, Any]:

@@ -14,6 +14,12 @@ from agritrace import db
 from agritrace.errors import InvalidInput
 from agritrace.ingest import retention
 from agritrace.settings import get_settings
+from agritrace.trace import coldchain_page as trace_coldchain
+
+# What must be summarised before raw readings are dropped, handed to every retention run (worker 1's
+# hourly one and `ingest retention`): the readings a consumer page's cold-chain history depends on
+# are kept until the page's summary is stored.
+RETENTION_GUARDS: tuple[retention.RetentionGuard, ...] = (trace_coldchain.retention_guard,)
 
 ingest_app = typer.Typer(help="MQTT ingest workers and readings retention.", no_args_is_help=True)
 
@@ -26,7 +32,7 @@ def ingest_run(
     from agritrace.ingest.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_worker(get_settings(), worker_id=worker_id)
+    run_worker(get_settings(), worker_id=worker_id, retention_guards=RETENTION_GUARDS)
 
 
 @ingest_app.command("retention")
@@ -39,7 +45,9 @@ def ingest_retention(
     """Drops raw readings chunks older than the retention period (workers also do this hourly)."""
     settings = get_settings()
     with db.cli_connect(autocommit=True) as conn:
-        chunks = retention.enforce(conn, days=days or settings.ingest_retention_days, dry_run=dry_run)
+        chunks = retention.enforce(
+            conn, days=days or settings.ingest_retention_days, guards=RETENTION_GUARDS, dry_run=dry_run
+        )
         purged = 0 if dry_run else retention.purge_dead_letters(conn, days=settings.ingest_dead_letter_days)
     verb = "would drop" if dry_run else "dropped"
     typer.echo(f"{verb} {len(chunks)} chunk(s)" + "".join(f"\n  {c}" for c in chunks))

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from agritrace.ingest.messages import Rejected
+
 # RFC 8428 section 4.5.3: times below 2**28 are relative to "now".
 RELATIVE_TIME_LIMIT = 2**28
 # RFC 8428 section 4.5.1: the resolved name's characters.
@@ -36,13 +38,8 @@ UNITS = frozenset(
 )  # fmt: skip
 
 
-class SenMLError(ValueError):
+class SenMLError(Rejected):
     """A pack we cannot accept; `reason` is a stable slug stored in the dead-letter table."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class Reading(NamedTuple):

@@ -28,8 +28,8 @@ from agritrace.api.app import create_app
 from agritrace.api.pagination import encode_cursor
 from agritrace.coldchain import evaluator, profiles
 from agritrace.db import Conn
+from agritrace.ingest import store
 from agritrace.ingest.senml import Reading
-from agritrace.ingest.worker import Worker, encode_readings
 from agritrace.mqtt import connect_blocking, new_client
 from agritrace.settings import get_settings
 
@@ -214,9 +214,9 @@ def test_readings_committed_after_an_evaluation_by_a_transaction_begun_before_it
     ids = {"gw": {"room": ch["id"]}}  # mango: < 10 °C
 
     def write(worker: Conn, readings: list[Reading]) -> None:
-        stream, newest, oldest = encode_readings([("gw", readings)], ids)
-        Worker._copy_readings(worker, stream, len(readings))
-        Worker._update_latest(worker, newest, oldest)
+        stream, newest, oldest = store.encode_readings([("gw", readings)], ids)
+        store.copy_readings(worker, stream, len(readings))
+        store.update_latest(worker, newest, oldest)
         worker.commit()
 
     with db.connect(database) as a, db.connect(database) as b:

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from test_coldchain_alerts import bearer, ingest, series, watched_channel
 
 from agritrace.api.app import create_app
-from agritrace.coldchain import evaluator, notify, summary
+from agritrace.coldchain import evaluator, notify, summary, webhooks
 from agritrace.db import Conn
 from agritrace.settings import get_settings
 
@@ -121,7 +121,7 @@ def test_webhook_that_keeps_failing_is_given_up_and_recorded(
     conn: Conn, receiver: Any, private_webhooks: None
 ) -> None:
     receiver.failures = 100
-    notify.add_webhook(conn, url=f"http://127.0.0.1:{receiver.server_port}/hook", secret="s3cret")
+    webhooks.add_webhook(conn, url=f"http://127.0.0.1:{receiver.server_port}/hook", secret="s3cret")
     ch = watched_channel(conn)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=40)
     ingest(conn, ch["id"], series(start, [6.0] * 40))

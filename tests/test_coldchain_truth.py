@@ -183,17 +183,17 @@ def _alerts(conn: Conn, channel_id: int) -> list[dict[str, Any]]:
 
 def _worker_writes(conn: Conn, gateway: str, records: list[tuple[str, datetime, float, str]]) -> None:
     """The ingest worker's write path for SenML records (name, time, value, unit) of known channels."""
+    from agritrace.ingest import store
     from agritrace.ingest.senml import Reading
-    from agritrace.ingest.worker import Worker, encode_readings
 
     rows = conn.execute("SELECT id, name, unit FROM channels WHERE gateway_id = %s", (gateway,)).fetchall()
     ids = {gateway: {r["name"]: r["id"] for r in rows}}
     units = {r["id"]: r["unit"] for r in rows}
     readings = [Reading(n, t.timestamp(), v, u) for n, t, v, u in records]
-    stream, newest, oldest = encode_readings([(gateway, readings)], ids, units)
+    stream, newest, oldest = store.encode_readings([(gateway, readings)], ids, units)
     with conn.transaction():
-        Worker._copy_readings(conn, stream, len(readings))
-        Worker._update_latest(conn, newest, oldest)
+        store.copy_readings(conn, stream, len(readings))
+        store.update_latest(conn, newest, oldest)
 
 
 def test_kelvin_sent_on_a_celsius_channel_is_stored_in_celsius_and_opens_the_chilling_alert(

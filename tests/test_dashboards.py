@@ -22,12 +22,13 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.postgres import types as pg_types
 
-from agritrace import db
+from agritrace import db, roles
 from agritrace.coldchain import evaluator, profiles
-from agritrace.dashboards import boards, provisioning, queries, rollup, service
+from agritrace.dashboards import boards, provisioning, queries, rollup
 from agritrace.dashboards.macros import Variable, expand, interval_for
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
+from agritrace.trace import page as trace_page
 from agritrace.trace import service as trace_service
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def reader_url(database: str, roles_url: str) -> Iterator[str]:
     name = f"agritrace_grafana_t{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(16)
     with db.connect(roles_url, autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     yield make_conninfo(database, user=name, password=password)
     with db.connect(roles_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
@@ -187,10 +188,10 @@ def _seed_trace(
     )
     serials = [c["code"] for c in trace_codes.issue_codes(conn, batch_id=mango["id"], count=2)]
     for i in range(get_settings().counterfeit_networks + 2):
-        trace_codes.record_scan(
+        trace_page.scan_view(
             conn, serial=serials[0], ip=f"203.0.{i}.7", user_agent="Mozilla/5.0 MicroMessenger/8.0"
         )
-    trace_codes.record_scan(conn, serial=serials[1], ip="198.51.100.9", user_agent="Mozilla/5.0 Chrome/120.0")
+    trace_page.scan_view(conn, serial=serials[1], ip="198.51.100.9", user_agent="Mozilla/5.0 Chrome/120.0")
     conn.execute(
         "UPDATE code_scans SET time = %s WHERE serial = ANY(%s)", (NOW - timedelta(hours=5), serials)
     )

@@ -23,6 +23,7 @@ from agritrace.api import tokens
 from agritrace.api.app import create_app
 from agritrace.coldchain import profiles
 from agritrace.db import Conn
+from agritrace.ingest import cli as ingest_cli
 from agritrace.ingest import retention
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import coldchain_page, demo
@@ -227,9 +228,9 @@ def test_trace_cli_writes_name_the_operator(database: str, conn: Conn) -> None:
 def test_retention_keeps_the_readings_a_batch_page_needs_until_it_is_summarised(
     conn: Conn, client: TestClient
 ) -> None:
-    import agritrace.cli  # noqa: F401 - the program wires the guard in; so does this test
-
-    assert coldchain_page.retention_guard in retention._guards
+    # Every retention run (worker 1's hourly one, `ingest retention`) is handed these guards.
+    guards = ingest_cli.RETENTION_GUARDS
+    assert coldchain_page.retention_guard in guards
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     shipped_from = now - timedelta(days=100)
     _, room, shipped = cold_room_with_batch(
@@ -245,18 +246,18 @@ def test_retention_keeps_the_readings_a_batch_page_needs_until_it_is_summarised(
     _, store, stored = cold_room_with_batch(conn, started_at=stored_from)
     ingest(conn, store["id"], stored_from, [11.0] * 60)
 
-    limit = retention.cutoff(conn, days=90)
+    limit = retention.cutoff(conn, days=90, guards=guards)
     assert limit <= stored_from  # the open custody holds retention back
     summaries = conn.execute("SELECT batch_id, summary FROM batch_coldchain_summaries").fetchall()
     assert [s["batch_id"] for s in summaries] == [shipped["id"]]
-    assert retention.enforce(conn, days=90) == []
+    assert retention.enforce(conn, days=90, guards=guards) == []
 
     # Once it leaves the room it is summarised too, and the old readings may go.
     conn.execute(
         "UPDATE batch_custody SET ended_at = %s WHERE batch_id = %s",
         (stored_from + timedelta(hours=1), stored["id"]),
     )
-    assert retention.enforce(conn, days=90) != []
+    assert retention.enforce(conn, days=90, guards=guards) != []
     assert conn.execute(
         "SELECT count(*) AS n FROM readings WHERE channel_id = %s", (room["id"],)
     ).fetchone() == {"n": 0}

@@ -474,9 +474,7 @@ def test_demo_provisions_once_keeps_credentials_private_and_its_readings_are_ing
         stack.close()
 
 
-def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(
-    database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(database: str) -> None:
     with db.connect(database, autocommit=True) as conn:
         coop = service.get_or_create_cooperative(conn, name="c")
         conn.execute("INSERT INTO gateways (id, cooperative_id) VALUES ('gw-retention', %s)", (coop,))
@@ -489,11 +487,13 @@ def test_retention_drops_chunks_older_than_the_period_unless_a_guard_holds_them(
                VALUES (now() - interval '4 years', %s, 1), (now() - interval '1 day', %s, 2)""",
             (ch["id"], ch["id"]),
         )
+
         # A guard (the cold-chain summaries' hook) that is not ready yet keeps everything.
-        monkeypatch.setattr(retention, "_guards", [lambda _c, cutoff: cutoff - timedelta(days=3650)])
-        assert retention.enforce(conn, days=365) == []
-        monkeypatch.setattr(retention, "_guards", [])
-        assert len(retention.enforce(conn, days=365, dry_run=True)) == 1
+        def not_ready(_conn: db.Conn, cutoff: datetime) -> datetime:
+            return cutoff - timedelta(days=3650)
+
+        assert retention.enforce(conn, days=365, guards=[not_ready]) == []
+        assert len(retention.enforce(conn, days=365, guards=[], dry_run=True)) == 1
         assert count(database, "SELECT count(*) FROM readings") == 2
         conn.execute(
             """INSERT INTO dead_letters (received_at, topic, reason, payload)

@@ -10,8 +10,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
-from agritrace import db
-from agritrace.dashboards import service
+from agritrace import db, roles
 from agritrace.errors import InvalidInput
 
 
@@ -20,7 +19,7 @@ def reader(database: str, roles_url: str) -> Iterator[tuple[str, str]]:
     name = f"agritrace_grafana_t{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(16)
     with db.connect(roles_url, autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     yield name, make_conninfo(database, user=name, password=password)
     with db.connect(roles_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
@@ -116,7 +115,7 @@ def test_creating_the_reader_twice_updates_it(database: str, roles_url: str, rea
     name, _ = reader
     password = secrets.token_urlsafe(16)
     with db.connect(roles_url, autocommit=True) as conn:
-        service.create_reader(conn, name=name, password=password)
+        roles.create_reader(conn, name=name, password=password)
     with psycopg.connect(make_conninfo(database, user=name, password=password), autocommit=True) as ro:
         assert ro.execute("SELECT count(*) FROM reporting.gateways").fetchone() == (0,)
 
@@ -127,8 +126,8 @@ def test_the_application_role_cannot_be_turned_into_a_grafana_reader(roles_url: 
     with db.connect(roles_url, autocommit=True) as conn:
         for name in ("agritrace_app", "agritrace", "agritrace_roles"):
             with pytest.raises(InvalidInput, match="not a Grafana reader"):
-                service.create_reader(conn, name=name, password=secrets.token_urlsafe(16))
+                roles.create_reader(conn, name=name, password=secrets.token_urlsafe(16))
         with pytest.raises(InvalidInput):
-            service.create_reader(
+            roles.create_reader(
                 conn, name="Robert'); DROP TABLE readings;--", password=secrets.token_urlsafe(16)
             )

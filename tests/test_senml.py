@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agritrace.ingest.messages import StatusError, parse_status, parse_topic
 from agritrace.ingest.senml import UNITS, Limits, SenMLError, parse_pack
-from agritrace.ingest.worker import parse_status
 
 NOW = 1_800_000_000.0
 
@@ -122,7 +122,7 @@ def test_oversize_packs_are_refused() -> None:
 def test_a_status_payload_is_online_offline_or_a_reasoned_refusal(payload: bytes) -> None:
     try:
         assert isinstance(parse_status(payload), bool)
-    except SenMLError as exc:
+    except StatusError as exc:  # not a SenML error: a status payload is not a pack
         assert exc.reason == "bad-status"
 
 
@@ -153,3 +153,18 @@ def test_an_integer_too_big_for_a_double_is_not_finite_and_does_not_crash_the_wo
         with pytest.raises(SenMLError) as err:
             parse_pack((pack % ("9" * 400)).encode(), now=1.8e9)
         assert err.value.reason == "not-finite"
+
+
+@pytest.mark.parametrize(
+    ("topic", "gateway", "kind", "valid"),
+    [
+        ("agritrace/v1/gw-1/senml", "gw-1", "senml", True),
+        ("agritrace/v1/gw-1/status", "gw-1", "status", True),
+        ("agritrace/v1/gw-1/other", "gw-1", "other", False),
+        ("agritrace/v1/gw-1/senml/extra", None, "unknown", False),
+        ("agritrace/v1", None, "unknown", False),
+    ],
+)
+def test_a_topic_names_its_gateway_and_kind(topic: str, gateway: str | None, kind: str, valid: bool) -> None:
+    parsed = parse_topic(topic)
+    assert (parsed.gateway_id, parsed.kind, parsed.valid) == (gateway, kind, valid)

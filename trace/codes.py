@@ -168,10 +168,6 @@ def _in_operator_networks(ip: str, networks: tuple[str, ...]) -> bool:
     return any(addr in ipaddress.ip_network(n) for n in networks)
 
 
-def flag_window() -> str:
-    return f"{get_settings().counterfeit_window_hours} hours"
-
-
 def ua_family(user_agent: str | None) -> str:
     """The browser family only (WeChat, Alipay, ...), never the full user agent."""
     ua = (user_agent or "").lower()
@@ -201,26 +197,6 @@ def ua_family(user_agent: str | None) -> str:
     return "other"
 
 
-# One round trip per scan: count it, log it, and return what the page needs about the code. Losing the
-# last few scans in a database crash is harmless; waiting for a WAL flush on every page view is not,
-# so this transaction commits asynchronously. A Digital Link scan must match the batch's GTIN and lot.
-_SCAN = """
-WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true) AS v),
-u AS (
-    UPDATE codes c SET scan_count = c.scan_count + 1, last_scan_at = now(),
-                       first_scan_at = coalesce(c.first_scan_at, now())
-      FROM batches b
-     WHERE c.serial = %(serial)s AND b.id = c.batch_id
-       AND (%(gtin)s::text IS NULL OR (b.gtin = %(gtin)s AND b.lot = %(lot)s))
-    RETURNING c.serial, c.batch_id, c.scan_count, c.first_scan_at, c.flagged_at, c.flag_reason,
-              c.flag_cleared_at, b.gtin, b.lot, b.product
-), logged AS (
-    INSERT INTO code_scans (serial, place_hash, ua_family) SELECT serial, %(place)s, %(ua)s FROM u
-)
-SELECT u.*, (SELECT v FROM cfg) AS sync FROM u
-"""
-
-
 def normalize_scan(*, serial: str, gtin: str | None = None, lot: str | None = None) -> str:
     """The canonical serial of a scan; CodeNotFound when the serial, GTIN or lot cannot be ours."""
     canonical = normalize_serial(serial)
@@ -243,14 +219,6 @@ def flag_reason(*, places: int) -> str | None:
     return None
 
 
-# Distinct counted networks of a code's scans within the window and since its flag was last cleared.
-FLAG_STATS_SQL = """
-SELECT count(DISTINCT place_hash) FILTER (WHERE ua_family <> ALL(%(not_counted)s)) AS places
-  FROM code_scans
- WHERE serial = %(serial)s AND time > greatest(now() - %(window)s::interval, %(cleared)s::timestamptz)
-"""
-
-
 def flag(conn: Conn, *, serial: str, reason: str) -> dict[str, Any]:
     """Flags a code as possibly counterfeit; returns the new `flagged_at` and `flag_reason`."""
     flagged = conn.execute(
@@ -261,48 +229,13 @@ def flag(conn: Conn, *, serial: str, reason: str) -> dict[str, Any]:
     return {"flagged_at": flagged["flagged_at"], "flag_reason": reason}
 
 
-def record_scan(
-    conn: Conn,
-    *,
-    serial: str,
-    ip: str | None,
-    user_agent: str | None,
-    gtin: str | None = None,
-    lot: str | None = None,
-) -> dict[str, Any]:
-    """Logs a scan of an issued code and returns the code row; flags codes whose scans look copied.
-
-    CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match).
-    The consumer page does the same inside its one view statement (`page.scan_view`)."""
-    canonical = normalize_scan(serial=serial, gtin=gtin, lot=lot)
+def owner(conn: Conn, *, serial: str) -> int | None:
+    """The cooperative whose batch this code was issued for; None when it is not an issued code."""
     row = conn.execute(
-        _SCAN,
-        {
-            "serial": canonical,
-            "gtin": gtin.zfill(14) if gtin is not None else None,
-            "lot": lot,
-            "place": place_hash(ip),
-            "ua": scan_kind(ip, user_agent),
-        },
+        "SELECT b.cooperative_id FROM codes c JOIN batches b ON b.id = c.batch_id WHERE c.serial = %s",
+        (serial,),
     ).fetchone()
-    if row is None:
-        raise CodeNotFound("this is not a code we issued")
-    # Only codes already scanned several times are worth the window query.
-    if row["flagged_at"] is None and row["scan_count"] > get_settings().counterfeit_networks:
-        stats = conn.execute(
-            FLAG_STATS_SQL,
-            {
-                "serial": canonical,
-                "not_counted": list(NOT_COUNTED),
-                "window": flag_window(),
-                "cleared": row["flag_cleared_at"],
-            },
-        ).fetchone()
-        assert stats is not None
-        reason = flag_reason(places=stats["places"])
-        if reason:
-            row = {**row, **flag(conn, serial=canonical, reason=reason)}
-    return row
+    return None if row is None else int(row["cooperative_id"])
 
 
 def clear_flag(conn: Conn, *, serial: str, note: str) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def record_evidence(conn: Conn) -> int:
 
 
 def retention_guard(conn: Conn, cutoff: datetime) -> datetime:
-    """Raw-readings retention guard (`agritrace.ingest.retention.register_guard`).
+    """Raw-readings retention guard (in `agritrace.ingest.cli.RETENTION_GUARDS`).
 
     Batches whose custody has all ended and reaches back before the cut-off are summarised now (late
     readings had the whole retention period to arrive); the cut-off then moves back to the earliest

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from agritrace.db import Conn
 from agritrace.settings import get_settings
@@ -15,7 +14,6 @@ from agritrace.trace import codes as trace_codes
 from agritrace.trace import coldchain_page
 from agritrace.trace.exceptions import BatchNotFound, CodeNotFound
 
-DISPLAY_TZ = ZoneInfo("Asia/Shanghai")
 CERTIFICATE_NAMES = {
     "pollution_free": {"zh": "无公害农产品", "en": "Pollution-free agricultural product"},
     "green_food": {"zh": "绿色食品", "en": "Green Food"},
@@ -31,7 +29,7 @@ CERTIFICATE_NAMES = {
 # harmless; waiting for a WAL flush on every page view is not, so the scan commits asynchronously
 # (the statement runs in autocommit, or in the caller's transaction). A Digital Link scan must match
 # the batch's GTIN and lot. The counterfeit-flag figure (distinct counted networks within the window,
-# since the flag was last cleared: `codes.FLAG_STATS_SQL`) is read only for codes already scanned more
+# since the flag was last cleared) is read only for codes already scanned more
 # times than the threshold; it does not see this scan's own row (a data-modifying CTE's rows are
 # invisible to its statement), so that is added by hand when it counts (`counted_place`).
 # `custody_ended`: whether every custody interval of the history has ended (none at all counts): only
@@ -111,7 +109,7 @@ assert "--" not in _VIEW and len(_VIEW) <= 4096, "the view statement outgrew psy
 
 
 def _local(value: datetime | None) -> str | None:
-    return value.astimezone(DISPLAY_TZ).isoformat() if value else None
+    return value.astimezone(coldchain_page.DISPLAY_TZ).isoformat() if value else None
 
 
 def scan_view(
@@ -131,7 +129,7 @@ def scan_view(
     `series=False` leaves the cold chain's chart series out (the HTML page draws the stored chart).
 
     CodeNotFound when the code was not issued (or, for a Digital Link, its GTIN and lot do not match);
-    a code whose scans look copied is flagged (`codes.record_scan` does the same for other callers)."""
+    a code whose scans look copied is flagged."""
     canonical = trace_codes.normalize_scan(serial=serial, gtin=gtin, lot=lot)
     place = trace_codes.place_hash(ip)
     kind = trace_codes.scan_kind(ip, user_agent, staff=staff)

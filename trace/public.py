@@ -15,7 +15,7 @@ from agritrace.api import problems, tokens
 from agritrace.api.deps import ConnDep
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
-from agritrace.trace import i18n, page
+from agritrace.trace import coldchain_page, i18n, page
 from agritrace.trace.exceptions import CodeNotFound
 
 router = APIRouter(tags=["trace (public)"])
@@ -31,7 +31,7 @@ _templates = jinja2.Environment(
 
 def _cn_time(iso: str) -> str:
     """An ISO time as a shopper in China reads it: `2026-11-20 13:58` (Asia/Shanghai)."""
-    return f"{datetime.fromisoformat(iso).astimezone(page.DISPLAY_TZ):%Y-%m-%d %H:%M}"
+    return f"{datetime.fromisoformat(iso).astimezone(coldchain_page.DISPLAY_TZ):%Y-%m-%d %H:%M}"
 
 
 _templates.filters["cn_time"] = _cn_time

@@ -17,7 +17,7 @@ from agritrace.api import problems, protection
 from agritrace.api.deps import ConnDep, PrincipalDep, ScopeDep, StaffDep, require
 from agritrace.api.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, decode_cursor, page
 from agritrace.api.tokens import Principal
-from agritrace.db import Conn
+from agritrace.devices import service as devices_service
 from agritrace.errors import Forbidden, InvalidInput, NotFound
 from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
@@ -69,11 +69,6 @@ def _labels_budget(request: Request, principal: PrincipalDep) -> None:
     protection.throttle(request.app.state.labels_rate_limiter, f"token:{principal.token_id}", "label sheets")
 
 
-def _cooperative_name(conn: Conn, cooperative_id: int) -> str | None:
-    row = conn.execute("SELECT name FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone()
-    return None if row is None else str(row["name"])
-
-
 def _example(
     example: Any, *problem_statuses: int, status_code: int = 200, media: str = "application/json"
 ) -> dict[int | str, dict[str, Any]]:
@@ -90,7 +85,9 @@ def _example(
 def create_batch(body: schemas.BatchIn, conn: ConnDep, _w: Writer, scope: ScopeDep) -> dict[str, Any]:
     if scope.cooperative_id is not None:
         # As for gateways: a cooperative may name itself, never another cooperative.
-        if body.cooperative is not None and body.cooperative != _cooperative_name(conn, scope.cooperative_id):
+        if body.cooperative is not None and body.cooperative != devices_service.cooperative_name(
+            conn, cooperative_id=scope.cooperative_id
+        ):
             raise Forbidden("a cooperative token creates batches for its own cooperative only")
         cooperative_id = scope.cooperative_id
     else:
@@ -285,7 +282,7 @@ def add_cooperative_certificate(
 ) -> dict[str, Any]:
     if (
         scope.cooperative_id is None
-        and conn.execute("SELECT 1 FROM cooperatives WHERE id = %s", (cooperative_id,)).fetchone() is None
+        and devices_service.cooperative_name(conn, cooperative_id=cooperative_id) is None
     ):
         # Otherwise the insert's foreign key would answer 409 for what is simply a missing cooperative.
         raise NotFound("no such cooperative")
@@ -529,13 +526,10 @@ def flagged(conn: ConnDep, _s: StaffDep, limit: LimitQuery = DEFAULT_LIMIT) -> d
 def clear_flag(
     code: Annotated[str, Path(max_length=64)], body: schemas.FlagReviewIn, conn: ConnDep, scope: ScopeDep
 ) -> dict[str, Any]:
-    owner = conn.execute(
-        "SELECT b.cooperative_id FROM codes c JOIN batches b ON b.id = c.batch_id WHERE c.serial = %s",
-        (trace_codes.normalize_serial(code) or "",),
-    ).fetchone()
+    owner = trace_codes.owner(conn, serial=trace_codes.normalize_serial(code) or "")
     if owner is None:
         raise NotFound(f"no code {code!r}")
-    scope.check(owner["cooperative_id"], "code")
+    scope.check(owner, "code")
     return trace_codes.clear_flag(conn, serial=trace_codes.normalize_serial(code) or "", note=body.note)
 
 

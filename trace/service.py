@@ -554,22 +554,3 @@ def recall_batch(conn: Conn, *, batch_id: int, reason: str, recalled_by: str) ->
     ids = [batch_id, *(b["id"] for b in affected)]
     codes = _one(conn, "SELECT count(*) AS n FROM codes WHERE batch_id = ANY(%s)", (ids,))["n"]
     return {**recall, "affected_batches": affected, "affected_codes": int(codes)}
-
-
-def recalls_covering(conn: Conn, *, batch_id: int) -> list[dict[str, Any]]:
-    """Recalls on this batch or any batch upstream of it (a recall follows lineage downstream)."""
-    return conn.execute(
-        """WITH RECURSIVE up(id) AS (
-               SELECT %s::bigint
-               UNION SELECT l.parent_id FROM batch_lineage l JOIN up ON l.child_id = up.id)
-           SELECT r.*, b.lot FROM batch_recalls r JOIN batches b ON b.id = r.batch_id
-            WHERE r.batch_id IN (SELECT id FROM up) ORDER BY r.recalled_at""",
-        (batch_id,),
-    ).fetchall()
-
-
-def list_inspections(conn: Conn, *, batch_ids: list[int]) -> list[dict[str, Any]]:
-    """Inspections of these batches, newest first."""
-    return conn.execute(
-        "SELECT * FROM inspections WHERE batch_id = ANY(%s) ORDER BY inspected_at DESC", (batch_ids,)
-    ).fetchall()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts and stops the application processes of the local stack in the background:
-# the API and the ingest workers. Pid files and logs go to $AGRITRACE_STATE_DIR/run and /log.
+# Starts and stops the application processes of the local stack in the background: the API, the
+# ingest workers (ingest-N), the alert evaluator (alerts), the dashboards rollup (rollup), the audit
+# checkpointer (audit) and the demo simulator. Pid files and logs go to $AGRITRACE_STATE_DIR/run and /log.
 #   apps.sh start | stop | status
 set -euo pipefail
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
+from agritrace.trace import page as trace_page
 from agritrace.trace import service as trace_service
 
 from .conftest import cold_room
@@ -136,12 +137,17 @@ def test_recalled_parent_batch_shows_on_the_child_lots_page(
     assert body["recalls"][0]["lot"] == mango_lot["parent"]["lot"] and body["recalls"][0]["own"] is False
 
 
-def test_a_lot_packed_after_the_recall_is_covered_too(conn: Conn, mango_lot: dict[str, Any]) -> None:
+def test_a_lot_packed_after_the_recall_is_covered_too(
+    client: TestClient, conn: Conn, mango_lot: dict[str, Any]
+) -> None:
     trace_service.recall_batch(
         conn, batch_id=mango_lot["parent"]["id"], reason="召回", recalled_by="regulator"
     )
     later = trace_service.split_batch(conn, batch_id=mango_lot["child"]["id"], parts=[{"quantity": 10}])[0]
-    assert trace_service.recalls_covering(conn, batch_id=later["id"])
+    (code,) = trace_codes.issue_codes(conn, batch_id=later["id"], count=1)
+    body = client.get(f"/api/v1/trace/{code['code']}").json()
+    assert body["recalled"] is True
+    assert [r["lot"] for r in body["recalls"]] == [mango_lot["parent"]["lot"]]
 
 
 def test_cooperatives_cannot_recall(client: TestClient, conn: Conn, mango_lot: dict[str, Any]) -> None:
@@ -200,7 +206,7 @@ def test_code_scanned_from_many_places_is_flagged_for_regulators(
     client: TestClient, conn: Conn, regulator: dict[str, str], mango_lot: dict[str, Any]
 ) -> None:
     for i in range(8):
-        trace_codes.record_scan(conn, serial=mango_lot["code"], ip=f"10.{i}.0.1", user_agent="MicroMessenger")
+        trace_page.scan_view(conn, serial=mango_lot["code"], ip=f"10.{i}.0.1", user_agent="MicroMessenger")
     flagged = client.get("/api/v1/codes/flagged", headers=regulator).json()["items"]
     assert [f["code"] for f in flagged] == [mango_lot["code"]]
     assert "networks" in flagged[0]["flag_reason"]

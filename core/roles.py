@@ -1,4 +1,5 @@
-"""The reporting database role: login roles Grafana connects as, members of `agritrace_grafana`."""
+"""Database roles the application manages: the Grafana reader logins, members of `agritrace_grafana`
+(the group itself and the reporting views it may read are made by the migrations)."""
 
 from __future__ import annotations
 
