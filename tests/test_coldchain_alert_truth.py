@@ -11,7 +11,7 @@ from typing import Any
 import coldchain_oracle as oracle
 import factories
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agritrace.coldchain import evaluator, profiles
@@ -186,7 +186,13 @@ MANGO = [
     "reference (chunks arriving out of order); to be settled before the property is made binding",
     strict=False,
 )
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# While xfail, a failing case is reported, not shrunk (shrinking against the database took minutes).
+@settings(
+    max_examples=40,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     levels=st.lists(
         st.tuples(st.sampled_from([6.0, 9.7, 10.2, 10.7, 12.0, 13.6, 15.0]), st.integers(1, 70)),
