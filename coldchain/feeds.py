@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from agritrace.db import Conn
-from agritrace.devices.broker import ALREADY, BrokerClientExists, DynamicSecurity, new_password
+from agritrace.devices.broker import ALREADY, DynamicSecurity, create_pinned_client
 from agritrace.errors import InvalidInput, NotFound
 
 ALERTS_TOPIC = "agritrace/v1/alerts/#"
@@ -73,18 +73,6 @@ def sync_all(dynsec: DynamicSecurity, conn: Conn) -> int:
     return len(cooperatives) + 1
 
 
-def _create(dynsec: DynamicSecurity, username: str, role: str) -> str:
-    password = new_password()
-    (created,) = dynsec.run(
-        {"command": "createClient", "username": username, "password": password, "clientid": username},
-        tolerate=ALREADY,
-    )
-    if created.get("error"):
-        raise BrokerClientExists(f"the broker already has a client {username!r}; nothing was changed")
-    dynsec.run({"command": "addClientRole", "username": username, "rolename": role})
-    return password
-
-
 def create_regulator_feed(dynsec: DynamicSecurity, name: str) -> dict[str, str]:
     """A new account that may read every alert and publish nothing."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
@@ -93,7 +81,7 @@ def create_regulator_feed(dynsec: DynamicSecurity, name: str) -> dict[str, str]:
         raise InvalidInput("a regulator's feed name may not start with 'cooperative-'")
     _set_acls(dynsec, REGULATOR_ROLE, {(t, ALERTS_TOPIC) for t in READ}, exact=True)
     username = REGULATOR_PREFIX + name
-    password = _create(dynsec, username, REGULATOR_ROLE)
+    password = create_pinned_client(dynsec, username, REGULATOR_ROLE)
     return {"username": username, "client_id": username, "password": password, "topic": ALERTS_TOPIC}
 
 
@@ -108,7 +96,7 @@ def create_cooperative_feed(dynsec: DynamicSecurity, conn: Conn, *, cooperative_
     """A new account that may read the alerts of the cooperative's gateways (now and later ones)."""
     sync_cooperative(dynsec, conn, cooperative_id=cooperative_id)
     username = f"{COOPERATIVE_PREFIX}{cooperative_id}"
-    password = _create(dynsec, username, cooperative_role(cooperative_id))
+    password = create_pinned_client(dynsec, username, cooperative_role(cooperative_id))
     return {
         "username": username,
         "client_id": username,

@@ -233,16 +233,22 @@ def create_audit_reader(dynsec: DynamicSecurity, name: str) -> tuple[str, str]:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
         raise InvalidInput("reader name: 1-41 lower-case letters, digits or '-'")
     username = AUDIT_READER_PREFIX + name
-    password = new_password()
     _ensure_role(dynsec, AUDIT_READERS_ROLE, AUDIT_READERS_ACLS)
+    return username, create_pinned_client(dynsec, username, AUDIT_READERS_ROLE)
+
+
+def create_pinned_client(dynsec: DynamicSecurity, username: str, role: str) -> str:
+    """A new broker account with one role whose client id is pinned to its username; returns its
+    password (shown once). An existing account of that name is a 409, never reset or adopted."""
+    password = new_password()
     (created,) = dynsec.run(
         {"command": "createClient", "username": username, "password": password, "clientid": username},
         tolerate=ALREADY,
     )
     if created.get("error"):
         raise BrokerClientExists(f"the broker already has a client {username!r}; nothing was changed")
-    dynsec.run({"command": "addClientRole", "username": username, "rolename": AUDIT_READERS_ROLE})
-    return username, password
+    dynsec.run({"command": "addClientRole", "username": username, "rolename": role})
+    return password
 
 
 def client_roles(dynsec: DynamicSecurity, username: str) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 from attacker import Tenant, make_tenant
+from test_ingest import stack  # noqa: F401 - re-exported fixture (a real ingest worker stack)
 from tracing.conftest import mango_lot, regulator  # noqa: F401 - re-exported fixtures
 
 from agritrace import db

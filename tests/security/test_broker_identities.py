@@ -36,15 +36,6 @@ def client() -> Iterator[TestClient]:
         yield c
 
 
-@pytest.fixture
-def stack(database: str) -> Iterator[Stack]:
-    s = Stack(database)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def bearer(conn: db.Conn, role: str, cooperative: str | None = None) -> dict[str, str]:
     if cooperative is not None:
         conn.execute("INSERT INTO cooperatives (name) VALUES (%s) ON CONFLICT DO NOTHING", (cooperative,))

@@ -27,15 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 AGRITRACE = str(Path(sys.executable).parent / "agritrace")
 
 
-@pytest.fixture
-def stack(database: str) -> Iterator[Stack]:
-    s = Stack(database)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 

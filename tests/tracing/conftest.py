@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +166,24 @@ def live_server() -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=10)
     sock.close()
+
+
+def phone_browser(url: str, shot: Path, profile: Path) -> str:
+    """Headless Chromium at a phone's size: saves a screenshot of `url` to `shot` and returns the DOM
+    it built (after parsing), as a shopper's phone would render the page."""
+    common = [
+        "/usr/bin/chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        f"--user-data-dir={profile}",
+        "--window-size=390,844",
+        "--hide-scrollbars",
+    ]
+    shot.unlink(missing_ok=True)
+    subprocess.run([*common, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=90)
+    assert shot.stat().st_size > 10_000
+    return subprocess.run(
+        [*common, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=90
+    ).stdout

@@ -3,7 +3,6 @@ the same thing, and what they say follows from the logger data (figures computed
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from agritrace.coldchain import profiles
 from agritrace.db import Conn
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import service as trace_service
+
+from .conftest import phone_browser
 
 DAY = datetime(2026, 8, 3, tzinfo=UTC)
 
@@ -119,21 +120,6 @@ def test_the_fifteen_minute_lot_in_a_phone_browser(
 ) -> None:
     url = f"{live_server}/t/{fifteen_minute_lot['code']}"
     shot = artifacts / "trace-page-excursion-43min.png"
-    shot.unlink(missing_ok=True)
-    common = [
-        "/usr/bin/chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=390,844",
-        "--hide-scrollbars",
-    ]
-    subprocess.run([*common, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=90)
-    assert shot.stat().st_size > 10_000
-    dom = subprocess.run(
-        [*common, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=90
-    ).stdout
+    dom = phone_browser(url, shot, tmp_path / "profile")
     assert "冷链温度超出范围" in dom and "超出适宜温度 43 分钟" in dom and "3号冷库" in dom
     assert "全程冷链合格" not in dom

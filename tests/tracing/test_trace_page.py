@@ -17,7 +17,7 @@ from agritrace.trace import codes as trace_codes
 from agritrace.trace import page as trace_page
 from agritrace.trace import service as trace_service
 
-from .conftest import cold_room
+from .conftest import cold_room, phone_browser
 
 
 @pytest.mark.slow
@@ -26,23 +26,8 @@ def test_phone_browser_renders_product_certificates_chart_and_verdict(
 ) -> None:
     url = live_server + urlsplit(mango_lot["url"]).path
     shot = artifacts / "trace-page-phone.png"
-    shot.unlink(missing_ok=True)
-    common = [
-        "/usr/bin/chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=390,844",
-        "--hide-scrollbars",
-    ]
-    subprocess.run([*common, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=90)
-    assert shot.stat().st_size > 10_000
     # What the browser built (after parsing): the DOM carries the product, certificates, chart and verdict.
-    dom = subprocess.run(
-        [*common, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=90
-    ).stdout
+    dom = phone_browser(url, shot, tmp_path / "profile")
     assert "芒果" in dom and "台农一号" in dom
     assert "农产品地理标志" in dom and "绿色食品" in dom and "承诺达标合格证" in dom
     assert '<svg xmlns="http://www.w3.org/2000/svg"' in dom and "<polyline" in dom
