@@ -14,6 +14,7 @@ from agritrace.api.app import create_app
 from agritrace.api.deps import Scope
 from agritrace.db import Conn
 from agritrace.errors import NotFound
+from agritrace.settings import get_settings
 from agritrace.trace import codes as trace_codes
 from agritrace.trace import service as trace_service
 
@@ -161,8 +162,12 @@ def _same_answer(theirs: Any, missing: Any, their_id: str, missing_id: str) -> b
 
 
 def test_a_cooperative_cannot_read_anothers_gateways_channels_readings_or_batches(
-    client: TestClient, conn: Conn
+    client: TestClient, conn: Conn, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
+    # The EPCIS export mints identifiers under the public base URL (and refuses a local one).
+    monkeypatch.setenv("AGRITRACE_PUBLIC_BASE_URL", "https://trace.example.cn")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
     a, b = cooperative_with_a_cold_room_and_a_batch(conn), cooperative_with_a_cold_room_and_a_batch(conn)
     as_a = {"Authorization": f"Bearer {a['token']}"}
     for own in _reads(a):

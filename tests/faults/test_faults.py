@@ -287,7 +287,9 @@ def check_alerts(stack: FaultStack, cold_rooms: list[Gateway], *, exact: bool = 
                 ).fetchall()
             ]
             # A fresh evaluation: every threshold rule of the channel, over all its stored readings.
-            for row in conn.execute(evaluator.RULES_OF_CHANNEL, (channel["id"],)).fetchall():
+            asset = conn.execute("SELECT asset_kind FROM channels WHERE id = %s", (channel["id"],)).fetchone()
+            custody = evaluator.CUSTODY_OF_ASSET.get((asset or {}).get("asset_kind") or "", "other")
+            for row in conn.execute(evaluator.RULES_OF_CHANNEL, (channel["id"], custody)).fetchall():
                 if row["metric"] == "no_data":
                     continue
                 for e in rules.evaluate(profiles.rule_from_row(row), points):
