@@ -188,11 +188,15 @@ def reconcile(
     Idempotent: the same episodes leave the alerts (and the history) as they are. An alert is kept
     for each episode; late readings may extend, merge, end, escalate or (for live alerts) withdraw them.
     """
+    # An episode may reach back before `since` (a cumulative level covers the dips of its whole window)
+    # and so join an alert that ended long ago: those alerts are matched too, but only the ones ending
+    # after `since` may be withdrawn (older ones were settled by earlier evaluations).
+    reach = min([since, *(e.start for e in episodes)])
     existing = conn.execute(
         """SELECT * FROM alerts WHERE channel_id = %s AND condition = %s AND status <> 'withdrawn'
               AND (status IN ('open', 'acknowledged') OR coalesce(ended_at, 'infinity') >= %s)
             ORDER BY started_at, id FOR UPDATE""",
-        (channel_id, condition, since),
+        (channel_id, condition, reach),
     ).fetchall()
     claimed: set[int] = set()
     for ep in sorted(episodes, key=lambda e: e.start):
@@ -217,7 +221,10 @@ def reconcile(
         # Only what the evaluator itself decided is taken back; a person's resolution stands.
         for alert in existing:
             mine = alert["status"] in LIVE or alert["resolved_by"] == SYSTEM
-            if alert["id"] not in claimed and mine:
+            settled = (
+                alert["status"] not in LIVE and alert["ended_at"] is not None and alert["ended_at"] < since
+            )
+            if alert["id"] not in claimed and mine and not settled:
                 _withdraw(conn, alert, "late readings show no excursion")
 
 

@@ -234,3 +234,21 @@ def test_property_alerts_match_the_reference_on_random_series_arriving_late_and_
     # One live alert per condition at most: the regulator's count is the number of excursions going on.
     live = [a["condition"] for a in got if a["status"] == "open"]
     assert len(live) == len(set(live))
+
+
+def test_a_cumulative_level_that_covers_an_excursion_ended_hours_ago_joins_its_alert(conn: Conn) -> None:
+    """In order: 40 min at 6 °C (chilling, ended), 2 h in range, then 90 min at 6 °C. The 24 h window
+    reaches 2 h below at minute 240 and its excursion covers both dips: one alert, with both levels."""
+    ch = watched(conn)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    points = series(start, [6.0] * 40 + [12.0] * 120 + [6.0] * 90)
+    for i in range(0, len(points), 10):
+        ingest(conn, ch["id"], points[i : i + 10])
+        evaluator.run_once(conn, now=points[i : i + 10][-1][0] + MINUTE, silence=False)
+    (alert,) = alerts_of(conn, ch["id"])
+    assert (alert["started_at"], alert["ended_at"], alert["status"]) == (start, None, "open")
+    assert alert["rules_met"] == ["chilling", "chilling-cumulative"] and alert["severity"] == "critical"
+    (expected,) = [
+        a for a in oracle.alert_set(MANGO, oracle.kept(points)) if a.condition == alert["condition"]
+    ]
+    assert (expected.start, expected.end, expected.rules) == (start, None, frozenset(alert["rules_met"]))
