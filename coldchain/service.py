@@ -216,7 +216,9 @@ def reconcile(
         claimed.update(a["id"] for a in matches)
         for other in merged:
             _withdraw(conn, other, f"merged into alert {keep['id']}: late readings joined the excursions")
-        _follow(conn, keep, ep, rules=rules, newest=newest)
+        # The excursion became known when the first of the alerts it joins was opened.
+        opened = min(a["opened_at"] for a in matches)
+        _follow(conn, keep, ep, rules=rules, newest=newest, opened=opened)
     if withdraw_unmatched:
         # Only what the evaluator itself decided is taken back; a person's resolution stands.
         for alert in existing:
@@ -324,8 +326,11 @@ def _follow(
     *,
     rules: dict[int, dict[str, Any]],
     newest: datetime | None,
+    opened: datetime,
 ) -> None:
-    """Updates a matched alert; only changes a person cares about go into the history."""
+    """Updates a matched alert; only changes a person cares about go into the history. `opened`: when
+    the excursion became known (the earliest opening of the alerts it joins). Late is judged against
+    when its first level was met by the readings known now, which late readings may move earlier."""
     worst = _worst(ep.worst)
     old = [r for r in alert["met_rules"] if r in rules]
     kept = [r for r in old if r in ep.levels]
@@ -334,16 +339,20 @@ def _follow(
     if not kept:
         kept, added = added[:1], added[1:]
     top = _top(kept, rules, ep.levels)
-    changed = (alert["started_at"], alert["ended_at"], alert["worst_value"], alert["met_at"]) != (
-        ep.start,
-        ep.end,
-        worst,
-        ep.met,
-    )
+    late = opened - ep.met > LATE_AFTER
+    changed = (
+        alert["started_at"],
+        alert["ended_at"],
+        alert["worst_value"],
+        alert["met_at"],
+        alert["opened_at"],
+        alert["late"],
+    ) != (ep.start, ep.end, worst, ep.met, opened, late)
     if changed or gone or top != alert["rule_id"]:
         conn.execute(
             """UPDATE alerts SET started_at = %s, ended_at = %s, worst_value = %s, minutes_out = %s, met_at = %s,
-                      met_rules = %s, rule_id = %s, severity = %s, updated_at = now()
+                      met_rules = %s, rule_id = %s, severity = %s, opened_at = %s, late = %s,
+                      updated_at = now()
                 WHERE id = %s""",
             (
                 ep.start,
@@ -354,11 +363,16 @@ def _follow(
                 sorted(kept),
                 top,
                 rules[top]["severity"],
+                opened,
+                late,
                 alert["id"],
             ),
         )
         resolving = ep.end is not None and alert["status"] in LIVE  # its own event says it all
-        if gone:
+        if late and not alert["late"]:
+            note = f"late: its first level was met at {ep.met.isoformat()}, known at {opened.isoformat()}"
+            record(conn, alert_id=alert["id"], action="updated", actor=SYSTEM, comment=note)
+        elif gone:
             names = ", ".join(rules[r]["name"] if r in rules else f"rule {r}" for r in gone)
             note = f"no longer met ({names}): late readings"
             record(conn, alert_id=alert["id"], action="updated", actor=SYSTEM, comment=note)

@@ -252,3 +252,34 @@ def test_a_cumulative_level_that_covers_an_excursion_ended_hours_ago_joins_its_a
         a for a in oracle.alert_set(MANGO, oracle.kept(points)) if a.condition == alert["condition"]
     ]
     assert (expected.start, expected.end, expected.rules) == (start, None, frozenset(alert["rules_met"]))
+
+
+def test_an_excursion_seen_first_from_its_tail_is_late_once_its_beginning_arrives(conn: Conn) -> None:
+    """70 min at 6 °C then in range. Minutes 35-71 arrive at minute 72 (chilling met at 65: known 7 min
+    after, not late); minutes 0-34 arrive next: it was met at minute 30, known 42 min after: late."""
+    ch = watched(conn)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    points = series(start, [6.0] * 70 + [12.0] * 20)
+    batches = [(start + 72 * MINUTE, points[35:72]), (start + 73 * MINUTE, points[:35])]
+    batches.append((start + 91 * MINUTE, points[72:]))
+    for n, (arrived, readings) in enumerate(batches):
+        ingest(conn, ch["id"], readings)
+        evaluator.run_once(conn, now=arrived, silence=False)
+        if n == 0:
+            (alert,) = alerts_of(conn, ch["id"])
+            assert alert["met_at"] == start + 65 * MINUTE and not alert["late"]
+    (alert,) = alerts_of(conn, ch["id"])
+    assert (alert["started_at"], alert["ended_at"], alert["status"]) == (
+        start,
+        start + 70 * MINUTE,
+        "resolved",
+    )
+    assert (alert["met_at"], alert["opened_at"], alert["late"]) == (
+        start + 30 * MINUTE,
+        start + 72 * MINUTE,
+        True,
+    )
+    assert "late: its first level was met at" in " ".join(
+        h["comment"] or "" for h in history(conn, alert["id"])
+    )
+    assert oracle.late_flags(MANGO, batches) == [(alert["condition"], start, True)]
