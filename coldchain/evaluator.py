@@ -83,11 +83,12 @@ def evaluate_channel(
         since = max(since or now - ingest_window(), now - ingest_window())
         horizon = since - timedelta(seconds=max(r["max_gap_s"] for r in rules))
         conditions = sorted({r["condition"] for r in rules})
-        anchor = conn.execute(
-            """SELECT min(started_at) AS t FROM alerts WHERE channel_id = %s AND condition = ANY(%s)
+        in_view = conn.execute(
+            """SELECT condition, started_at, ended_at FROM alerts WHERE channel_id = %s AND condition = ANY(%s)
                   AND status <> 'withdrawn' AND coalesce(ended_at, 'infinity') >= %s""",
             (channel_id, conditions, horizon),
-        ).fetchone()
+        ).fetchall()
+        anchor = {"t": min((a["started_at"] for a in in_view), default=None)}
         margin = timedelta(
             seconds=max(max(r["window_s"] or 0, r["delay_s"]) + r["clear_delay_s"] for r in rules)
         )
@@ -109,8 +110,20 @@ def evaluate_channel(
                 condition=condition,
                 profile_id=group[0]["profile_id"],
                 rules={r["id"]: r for r in group},
+                # An episode that ended before the horizon is history, unless it overlaps an alert
+                # still in view (whose readings were read in full): a live alert whose excursion late
+                # readings show ended earlier is followed to its end, not withdrawn and opened again.
                 episodes=[
-                    e for e in episodes(found, group[0]["direction"]) if e.end is None or e.end >= horizon
+                    e
+                    for e in episodes(found, group[0]["direction"])
+                    if e.end is None
+                    or e.end >= horizon
+                    or any(
+                        a["condition"] == condition
+                        and a["started_at"] <= e.end
+                        and e.start <= (a["ended_at"] or e.start)
+                        for a in in_view
+                    )
                 ],
                 since=horizon,
                 now=now,

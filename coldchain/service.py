@@ -188,11 +188,15 @@ def reconcile(
     Idempotent: the same episodes leave the alerts (and the history) as they are. An alert is kept
     for each episode; late readings may extend, merge, end, escalate or (for live alerts) withdraw them.
     """
+    # An episode may reach back before `since` (a cumulative level covers the dips of its whole window)
+    # and so join an alert that ended long ago: those alerts are matched too, but only the ones ending
+    # after `since` may be withdrawn (older ones were settled by earlier evaluations).
+    reach = min([since, *(e.start for e in episodes)])
     existing = conn.execute(
         """SELECT * FROM alerts WHERE channel_id = %s AND condition = %s AND status <> 'withdrawn'
               AND (status IN ('open', 'acknowledged') OR coalesce(ended_at, 'infinity') >= %s)
             ORDER BY started_at, id FOR UPDATE""",
-        (channel_id, condition, since),
+        (channel_id, condition, reach),
     ).fetchall()
     claimed: set[int] = set()
     for ep in sorted(episodes, key=lambda e: e.start):
@@ -212,12 +216,17 @@ def reconcile(
         claimed.update(a["id"] for a in matches)
         for other in merged:
             _withdraw(conn, other, f"merged into alert {keep['id']}: late readings joined the excursions")
-        _follow(conn, keep, ep, rules=rules, newest=newest)
+        # The excursion became known when the first of the alerts it joins was opened.
+        opened = min(a["opened_at"] for a in matches)
+        _follow(conn, keep, ep, rules=rules, newest=newest, opened=opened)
     if withdraw_unmatched:
         # Only what the evaluator itself decided is taken back; a person's resolution stands.
         for alert in existing:
             mine = alert["status"] in LIVE or alert["resolved_by"] == SYSTEM
-            if alert["id"] not in claimed and mine:
+            settled = (
+                alert["status"] not in LIVE and alert["ended_at"] is not None and alert["ended_at"] < since
+            )
+            if alert["id"] not in claimed and mine and not settled:
                 _withdraw(conn, alert, "late readings show no excursion")
 
 
@@ -317,8 +326,11 @@ def _follow(
     *,
     rules: dict[int, dict[str, Any]],
     newest: datetime | None,
+    opened: datetime,
 ) -> None:
-    """Updates a matched alert; only changes a person cares about go into the history."""
+    """Updates a matched alert; only changes a person cares about go into the history. `opened`: when
+    the excursion became known (the earliest opening of the alerts it joins). Late is judged against
+    when its first level was met by the readings known now, which late readings may move earlier."""
     worst = _worst(ep.worst)
     old = [r for r in alert["met_rules"] if r in rules]
     kept = [r for r in old if r in ep.levels]
@@ -327,16 +339,20 @@ def _follow(
     if not kept:
         kept, added = added[:1], added[1:]
     top = _top(kept, rules, ep.levels)
-    changed = (alert["started_at"], alert["ended_at"], alert["worst_value"], alert["met_at"]) != (
-        ep.start,
-        ep.end,
-        worst,
-        ep.met,
-    )
+    late = opened - ep.met > LATE_AFTER
+    changed = (
+        alert["started_at"],
+        alert["ended_at"],
+        alert["worst_value"],
+        alert["met_at"],
+        alert["opened_at"],
+        alert["late"],
+    ) != (ep.start, ep.end, worst, ep.met, opened, late)
     if changed or gone or top != alert["rule_id"]:
         conn.execute(
             """UPDATE alerts SET started_at = %s, ended_at = %s, worst_value = %s, minutes_out = %s, met_at = %s,
-                      met_rules = %s, rule_id = %s, severity = %s, updated_at = now()
+                      met_rules = %s, rule_id = %s, severity = %s, opened_at = %s, late = %s,
+                      updated_at = now()
                 WHERE id = %s""",
             (
                 ep.start,
@@ -347,11 +363,16 @@ def _follow(
                 sorted(kept),
                 top,
                 rules[top]["severity"],
+                opened,
+                late,
                 alert["id"],
             ),
         )
         resolving = ep.end is not None and alert["status"] in LIVE  # its own event says it all
-        if gone:
+        if late and not alert["late"]:
+            note = f"late: its first level was met at {ep.met.isoformat()}, known at {opened.isoformat()}"
+            record(conn, alert_id=alert["id"], action="updated", actor=SYSTEM, comment=note)
+        elif gone:
             names = ", ".join(rules[r]["name"] if r in rules else f"rule {r}" for r in gone)
             note = f"no longer met ({names}): late readings"
             record(conn, alert_id=alert["id"], action="updated", actor=SYSTEM, comment=note)

@@ -160,7 +160,8 @@ def summarize(
 # - Per condition, the excursions of its rules that overlap (an unended one reaches forever) are one
 #   alert: from the earliest start to the latest end (none if one is unended); severity is the
 #   highest of the rules met; it is late when it became known (the arrival of the data that first
-#   showed a rule met in it) more than 15 min after that rule was met.
+#   showed a rule met in it, in any alert it is made of) more than 15 min after its first level was
+#   met, by all the readings now known (late readings may show it was met earlier than first seen).
 
 RANKS = {"info": 1, "warning": 2, "critical": 3}
 LATE_AFTER = timedelta(minutes=15)
@@ -300,8 +301,8 @@ def late_flags(
         seen = sorted(
             (k for k in known if k[0].condition == a.condition and _overlap(k[0], a)), key=lambda k: k[1]
         )
-        first, at = seen[0]
-        flags.append((a.condition, a.start, at - first.met > LATE_AFTER))
+        at = seen[0][1]
+        flags.append((a.condition, a.start, at - a.met > LATE_AFTER))
     return flags
 
 
