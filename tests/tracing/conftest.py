@@ -150,14 +150,14 @@ def mango_lot(conn: Conn) -> dict[str, Any]:
 
 @pytest.fixture
 def live_server() -> Iterator[str]:
-    """The real app under uvicorn on a free port (for the browser and wrk-like clients)."""
+    """The real app under uvicorn on a free port, so real clients (Chromium, curl) send the raw bytes."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    for _ in range(200):
+    for _ in range(400):
         if server.started:
             break
         time.sleep(0.05)
