@@ -110,7 +110,7 @@ def codes_labels(
         labels = trace_codes.list_codes(conn, batch_id=batch)
     with typer.progressbar(length=len(labels), label="labels", file=None) as bar:
         pdf = trace_codes.label_sheet_pdf(
-            labels=labels, product_name=trace_codes.label_name(row), progress=bar.update
+            labels=labels, product_name=trace_codes.label_name(row), lot=row["lot"], progress=bar.update
         )
     out.write_bytes(pdf)
     typer.echo(f"{len(labels)} label(s) -> {out}")

@@ -286,9 +286,10 @@ def label_sheet_pdf(
     *,
     labels: Iterable[dict[str, str]],
     product_name: str,
+    lot: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> bytes:
-    """An A4 PDF of labels (4 x 6 per page): QR, product name, and the code text under each."""
+    """An A4 PDF of labels (4 x 6 per page): QR, product name, lot and the code text under each."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.units import mm
     from reportlab.pdfbase import pdfmetrics
@@ -305,6 +306,9 @@ def label_sheet_pdf(
     margin = 10 * mm
     cell_w = (page_w - 2 * margin) / cols
     cell_h = (page_h - 2 * margin) / rows
+    name_size = 9.0
+    while name_size > 5 and pdfmetrics.stringWidth(product_name, font, name_size) > cell_w - 4 * mm:
+        name_size -= 0.5
     buf = io.BytesIO()
     pdf = canvas.Canvas(buf, pagesize=A4)
     pdf.setTitle(f"{product_name} labels")
@@ -342,10 +346,14 @@ def label_sheet_pdf(
                 else:
                     c += 1
         pdf.drawPath(path, stroke=0, fill=1, fillMode=FILL_NON_ZERO)  # overlaps must not cancel out
-        pdf.setFont(font, 9)
-        pdf.drawCentredString(x0 + cell_w / 2, y0 + 7 * mm, product_name)
-        pdf.setFont("Courier", 7)
-        pdf.drawCentredString(x0 + cell_w / 2, y0 + 3.5 * mm, label["code"])
+        # The name on one line at the largest size that fits the cell (9 pt down to 5 pt), the lot and
+        # the code in a fixed-pitch face under it: nothing runs into the neighbouring label.
+        pdf.setFont(font, name_size)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 9 * mm, product_name)
+        pdf.setFont("Courier", 6.5)
+        if lot:
+            pdf.drawCentredString(x0 + cell_w / 2, y0 + 5.8 * mm, lot)
+        pdf.drawCentredString(x0 + cell_w / 2, y0 + 2.8 * mm, label["code"])
         if progress:
             progress(1)  # may raise to stop the work (the API does when its client has gone)
     if n == 0:
@@ -357,6 +365,6 @@ def label_sheet_pdf(
 
 
 def label_name(batch: dict[str, Any]) -> str:
-    """What a label says above the code: 芒果 · 台农一号 · lot."""
+    """What a label says above its lot and code: 芒果 台农一号 (the lot has a line of its own)."""
     name = PRODUCT_NAMES[batch["product"]]["zh"]
-    return " · ".join(x for x in (name, batch["variety"], batch["lot"]) if x)
+    return " ".join(x for x in (name, batch["variety"]) if x)

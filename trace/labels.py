@@ -126,7 +126,10 @@ def run_one(conn: Conn) -> bool:
         batch = trace_service.get_batch(conn, batch_id=job["batch_id"])
         labels = trace_codes.list_codes(conn, batch_id=job["batch_id"])
         sheet = trace_codes.label_sheet_pdf(
-            labels=labels[: job["total"]], product_name=trace_codes.label_name(batch), progress=progress
+            labels=labels[: job["total"]],
+            product_name=trace_codes.label_name(batch),
+            lot=batch["lot"],
+            progress=progress,
         )
     except _Cancelled:
         log.info("label job %s cancelled after %s labels", job_id, done)

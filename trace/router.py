@@ -437,6 +437,7 @@ async def labels_pdf(
                     trace_codes.label_sheet_pdf,
                     labels=sheet,
                     product_name=trace_codes.label_name(batch),
+                    lot=batch["lot"],
                     progress=progress,
                 )
             )
