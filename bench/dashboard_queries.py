@@ -25,6 +25,7 @@ from psycopg.conninfo import make_conninfo
 from agritrace import db, roles
 from agritrace.dashboards import boards, provisioning, rollup
 from agritrace.dashboards.macros import Variable, expand, interval_for
+from agritrace.settings import get_settings
 
 BUDGET_MS = 500.0
 
@@ -77,6 +78,13 @@ def seed(conn: db.Conn, *, readings: int, channels: int, start: datetime, end: d
     conn.commit()
 
 
+def roles_url() -> str:
+    url = get_settings().database_roles_url
+    if url is None:
+        raise SystemExit("set AGRITRACE_DATABASE_ROLES_URL (a login that may create roles)")
+    return url.get_secret_value()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,8 +119,10 @@ def main() -> None:
                 rollup.run_once(conn)
                 step_rollup_s = time.perf_counter() - t0
             password = secrets.token_urlsafe(16)
-            with db.connect(url, autocommit=True) as conn:
+            with db.connect(db.owner_url(url), autocommit=True) as conn:
                 conn.execute("ANALYZE")
+            # Roles are made by the login that may (AGRITRACE_DATABASE_ROLES_URL, the local stack's).
+            with db.connect(roles_url(), autocommit=True) as conn:
                 roles.create_reader(conn, name=reader_name, password=password)
             print(f"loaded {args.readings:,} readings on {args.channels} channels in {load_s:.1f} s")
             print(
@@ -168,7 +178,7 @@ def main() -> None:
                     print(f"{ms:10.1f}  {verdict:>6}  {title}")
             print(f"{len(queries)} queries, {over} over the {BUDGET_MS:.0f} ms budget")
         finally:
-            with psycopg.connect(db.admin_url(), autocommit=True) as admin:
+            with psycopg.connect(roles_url(), autocommit=True) as admin:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(reader_name)))
 
 
